@@ -1,0 +1,231 @@
+"""Fingerprints: the BLAKE3 content hash, the media probe (PyAV), and a video's capture date with
+where that date came from.
+
+The hash itself is fed by the archive's copy loop, so the source is read once; this module owns the
+hash's form and the decisions (pure functions) about dates.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+HASH_PREFIX = "blake3:"
+READ_CHUNK = 4 * 1024 * 1024
+
+
+def new_hasher() -> Any:
+    # Threads pay off only for large updates; our 4 MiB chunks are large enough.
+    return blake3.blake3(max_threads=blake3.blake3.AUTO)
+
+
+def hash_file(path: str | Path, *, should_stop: Any = None) -> tuple[str, int]:
+    """Hash a whole file; returns (digest with prefix, bytes read)."""
+    h = new_hasher()
+    n = 0
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(READ_CHUNK)
+        view = memoryview(buf)
+        while True:
+            if should_stop is not None and should_stop():
+                from draftsync.errors import Abandoned
+
+                raise Abandoned("stopped while hashing")
+            k = f.readinto(buf)
+            if not k:
+                break
+            h.update(view[:k])
+            n += k
+    return HASH_PREFIX + h.hexdigest(), n
+
+
+def short(digest: str, n: int = 8) -> str:
+    return digest.removeprefix(HASH_PREFIX)[:n]
+
+
+@dataclass
+class MediaFacts:
+    container: str | None = None
+    duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    rotation: int = 0
+    fps: float | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    creation_time: str | None = None  # as stored in the container
+    encoder: str | None = None
+    make: str | None = None
+    model: str | None = None
+
+    @property
+    def display_size(self) -> tuple[int, int] | None:
+        if not self.width or not self.height:
+            return None
+        if self.rotation % 180 == 90:
+            return self.height, self.width
+        return self.width, self.height
+
+    @property
+    def orientation(self) -> str | None:
+        size = self.display_size
+        if size is None:
+            return None
+        w, h = size
+        return "portrait" if h > w else "landscape" if w > h else "square"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["orientation"] = self.orientation
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> MediaFacts | None:
+        if not d:
+            return None
+        known: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+def probe(path: str | Path) -> MediaFacts:
+    """Media facts from the container and the first decoded frame. Raises ValueError if undecodable."""
+    import av
+
+    try:
+        container = av.open(str(path), options={"probesize": "20000000"}, timeout=30)
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"not a readable video: {e}") from None
+    with container:
+        facts = MediaFacts(container=container.format.name)
+        md = {k.lower(): v for k, v in container.metadata.items()}
+        if container.duration:
+            facts.duration = round(container.duration / 1_000_000, 3)
+        facts.encoder = md.get("encoder")
+        facts.make = md.get("com.apple.quicktime.make") or md.get("make")
+        facts.model = md.get("com.apple.quicktime.model") or md.get("model")
+        # Apple's creationdate carries the local offset; creation_time is UTC.
+        facts.creation_time = md.get("com.apple.quicktime.creationdate") or md.get("creation_time")
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        v = container.streams.video[0]
+        facts.video_codec = v.codec_context.name
+        facts.width = v.codec_context.width or None
+        facts.height = v.codec_context.height or None
+        rate = v.average_rate or v.guessed_rate
+        facts.fps = round(float(rate), 3) if rate else None
+        if facts.creation_time is None:
+            facts.creation_time = v.metadata.get("creation_time")
+        if facts.duration is None and v.duration and v.time_base:
+            facts.duration = round(float(v.duration * v.time_base), 3)
+        if container.streams.audio:
+            facts.audio_codec = container.streams.audio[0].codec_context.name
+        try:
+            for frame in container.decode(v):
+                facts.rotation = int(frame.rotation or 0) % 360
+                break
+        except (av.FFmpegError, ValueError) as e:
+            raise ValueError(f"video stream does not decode: {e}") from None
+    return facts
+
+
+# --- capture date ------------------------------------------------------------------------------
+
+_MIN_PLAUSIBLE = datetime(1995, 1, 1, tzinfo=UTC)
+
+
+def parse_container_time(value: str | None) -> datetime | None:
+    """Parse a container timestamp; QuickTime creation_time is UTC, Apple's creationdate has an offset."""
+    if not value:
+        return None
+    v = value.strip().replace(" ", "T", 1)
+    if v.endswith("Z"):
+        v = v[:-1] + "+00:00"
+    m = re.match(r"^(.*[T ]\d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d{2})(\d{2})$", v)
+    if m:  # +0200 -> +02:00
+        v = f"{m.group(1)}{m.group(2)}:{m.group(3)}"
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)  # QuickTime stores UTC without saying so
+    if dt < _MIN_PLAUSIBLE or dt > datetime.now(UTC) + timedelta(days=2):
+        return None  # 1904/1970 epochs and clocks set wrong are not capture dates
+    return dt
+
+
+_NAME_PATTERNS: list[tuple[re.Pattern[str], bool]] = [
+    # (pattern with named groups Y m d [H M S] [ampm], True if the name is in UTC)
+    (re.compile(r"PXL_(?P<Y>\d{4})(?P<m>\d\d)(?P<d>\d\d)_(?P<H>\d\d)(?P<M>\d\d)(?P<S>\d\d)"), True),
+    (
+        re.compile(
+            r"(?:VID|IMG|MVIMG|video)[_-](?P<Y>\d{4})(?P<m>\d\d)(?P<d>\d\d)[_-](?P<H>\d\d)(?P<M>\d\d)(?P<S>\d\d)",
+            re.I,
+        ),
+        False,
+    ),
+    (re.compile(r"VID-(?P<Y>\d{4})(?P<m>\d\d)(?P<d>\d\d)-WA\d+", re.I), False),  # WhatsApp
+    (
+        re.compile(
+            r"Screen ?Recording[ _](?P<m>\d\d)-(?P<d>\d\d)-(?P<Y>\d{4})[ _](?P<H>\d\d)-(?P<M>\d\d)-(?P<S>\d\d)",
+            re.I,
+        ),
+        False,
+    ),
+    (
+        re.compile(
+            r"Screen Recording (?P<Y>\d{4})-(?P<m>\d\d)-(?P<d>\d\d) at (?P<H>\d{1,2})\.(?P<M>\d\d)\.(?P<S>\d\d)(?:\s?(?P<ampm>[AP]M))?",
+            re.I,
+        ),
+        False,
+    ),
+    (
+        re.compile(r"(?:^|[^\d])(?P<Y>(?:19|20)\d\d)(?P<m>\d\d)(?P<d>\d\d)_(?P<H>\d\d)(?P<M>\d\d)(?P<S>\d\d)"),
+        False,
+    ),  # Samsung
+    (
+        re.compile(r"(?P<Y>(?:19|20)\d\d)-(?P<m>\d\d)-(?P<d>\d\d)[ _T](?P<H>\d\d)[.:-](?P<M>\d\d)[.:-](?P<S>\d\d)"),
+        False,
+    ),
+]
+
+
+def date_from_name(name: str, tz: tzinfo) -> datetime | None:
+    """The capture date encoded in common phone file names (local time unless the scheme is UTC)."""
+    for pattern, is_utc in _NAME_PATTERNS:
+        m = pattern.search(name)
+        if not m:
+            continue
+        g = m.groupdict()
+        try:
+            hour = int(g.get("H") or 0)
+            ampm = (g.get("ampm") or "").upper()
+            if ampm == "PM" and hour < 12:
+                hour += 12
+            elif ampm == "AM" and hour == 12:
+                hour = 0
+            dt = datetime(
+                int(g["Y"]), int(g["m"]), int(g["d"]), hour, int(g.get("M") or 0), int(g.get("S") or 0),
+                tzinfo=UTC if is_utc else tz,
+            )  # fmt: skip
+        except ValueError:
+            continue
+        if _MIN_PLAUSIBLE <= dt <= datetime.now(UTC) + timedelta(days=2):
+            return dt
+    return None
+
+
+def capture_time(container_time: str | None, name: str, mtime: float, tz: tzinfo) -> tuple[datetime, str]:
+    """When the video was shot, in `tz`, and where that came from: metadata, filename or mtime."""
+    dt = parse_container_time(container_time)
+    if dt is not None:
+        return dt.astimezone(tz), "metadata"
+    dt = date_from_name(name, tz)
+    if dt is not None:
+        return dt.astimezone(tz), "filename"
+    return datetime.fromtimestamp(mtime, tz), "mtime"

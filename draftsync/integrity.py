@@ -1,0 +1,157 @@
+"""Integrity: `verify` re-hashes the archive against the catalog, the scheduled scrub verifies a slice
+of it, and `reindex` rebuilds the catalog from the sidecars alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from draftsync import log
+from draftsync.archive import SIDECAR_SUFFIX, Archive, record_from_sidecar, sidecar_path
+from draftsync.catalog import Catalog, VideoRecord
+from draftsync.fingerprint import hash_file
+
+_log = log.get("draftsync.integrity")
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    ok: int = 0
+    bytes: int = 0
+    missing: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    no_sidecar: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> int:
+        return sum(len(x) for x in (self.missing, self.changed, self.unknown, self.no_sidecar, self.unreadable))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked, "ok": self.ok, "bytes": self.bytes, "problems": self.problems,
+            "missing": self.missing, "changed": self.changed, "unknown": self.unknown,
+            "no_sidecar": self.no_sidecar, "unreadable": self.unreadable,
+        }  # fmt: skip
+
+
+def _check(archive: Archive, catalog: Catalog, v: VideoRecord, report: VerifyReport) -> None:
+    p = archive.root / v.archive_path
+    report.checked += 1
+    if not p.is_file():
+        report.missing.append(v.archive_path)
+        return
+    try:
+        digest, n = hash_file(p)
+    except OSError:
+        report.unreadable.append(v.archive_path)
+        return
+    report.bytes += n
+    if digest != v.hash or n != v.size:
+        report.changed.append(v.archive_path)
+        _log.error("archived file changed", archive_path=v.archive_path, hash=v.hash, found=digest)
+        return
+    if not sidecar_path(p).is_file():
+        report.no_sidecar.append(v.archive_path)
+        return
+    report.ok += 1
+    catalog.mark_verified(v.hash, time.time())
+
+
+def verify(archive: Archive, catalog: Catalog, progress: Callable[[int, int, str], None] | None = None) -> VerifyReport:
+    """Every catalogued video hashed and compared; every file on disk accounted for."""
+    report = VerifyReport()
+    videos = catalog.iter_videos()
+    total = sum(v.size for v in videos)
+    for v in videos:
+        _check(archive, catalog, v, report)
+        if progress:
+            progress(v.size, total, v.archive_path)
+    known = {v.archive_path for v in videos}
+    on_disk = [rel for kind, rel in archive.walk() if kind == "video"]
+    strangers = [rel for rel in on_disk if rel not in known]
+    if strangers:
+        # A concurrent ingest may have placed a file after our catalog read; ask once more.
+        report.unknown = [rel for rel in strangers if catalog.video_by_path(rel) is None]
+    return report
+
+
+def scrub(archive: Archive, catalog: Catalog, fraction: float) -> VerifyReport:
+    """Verify the least recently verified slice of the archive (a fraction of it, at least one)."""
+    total = catalog.counts()["videos"]
+    n = max(1, int(total * fraction + 0.999)) if total else 0
+    report = VerifyReport()
+    for v in catalog.videos_for_scrub(n):
+        _check(archive, catalog, v, report)
+    level = "error" if report.problems else "info"
+    catalog.log_event(level, "scrub", f"scrub checked {report.checked}, {report.problems} problem(s)")
+    getattr(_log, level)("scrub done", **report.to_dict())
+    return report
+
+
+@dataclass
+class ReindexReport:
+    videos: int = 0
+    orphans_described: int = 0
+    bad_sidecars: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "videos": self.videos,
+            "orphans_described": self.orphans_described,
+            "bad_sidecars": self.bad_sidecars,
+        }
+
+
+def reindex(
+    archive: Archive, catalog: Catalog, describe_orphan: Callable[[str], VideoRecord | None] | None = None
+) -> ReindexReport:
+    """Rebuild videos and sources from the sidecars. A video without a sidecar is described anew."""
+    report = ReindexReport()
+    records: list[VideoRecord] = []
+    orphans: list[str] = []
+    entries = list(archive.walk())
+    sidecars = {rel for kind, rel in entries if kind == "sidecar"}
+    for kind, rel in entries:
+        if kind != "video":
+            continue
+        sc = rel + SIDECAR_SUFFIX
+        if sc not in sidecars:
+            orphans.append(rel)
+            continue
+        data = archive.read_sidecar(rel)
+        try:
+            if data is None:
+                raise ValueError("unreadable JSON")
+            records.append(record_from_sidecar(data, rel))
+        except (ValueError, TypeError, KeyError) as e:
+            report.bad_sidecars.append(f"{sc}: {e}")
+    with catalog.tx():
+        catalog.clear_for_reindex()
+        for r in records:
+            if catalog.add_video(r):
+                report.videos += 1
+            else:
+                report.bad_sidecars.append(f"{r.archive_path}{SIDECAR_SUFFIX}: duplicate content hash {r.hash}")
+    for rel in orphans:
+        rec = describe_orphan(rel) if describe_orphan else None
+        if rec is not None:
+            archive.write_sidecar(rec)
+            if catalog.add_video(rec):
+                report.videos += 1
+                report.orphans_described += 1
+    _log.info("reindex done", **report.to_dict())
+    return report
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
