@@ -159,6 +159,18 @@ def choose_label(rules: list[LabelRule], default: str, rel_path: str, name: str,
 # --- atomic writes ---------------------------------------------------------------------------------
 
 
+def free_bytes(path: Path) -> int | None:
+    """Free bytes for unprivileged writers on the filesystem that holds (or will hold) `path`."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -206,8 +218,9 @@ class AtomicFile:
             raise _write_error(e, self.dir) from None
 
     def commit(self, final: Path, *, replace: bool) -> None:
-        self.sync()
-        self.f.close()
+        if not self.f.closed:  # a retry under another name after EEXIST finds it closed already
+            self.sync()
+            self.f.close()
         try:
             if replace:
                 os.replace(self.tmp, final)

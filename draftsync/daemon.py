@@ -22,7 +22,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from draftsync import log
-from draftsync.archive import Archive
+from draftsync.archive import Archive, free_bytes
 from draftsync.catalog import Catalog
 from draftsync.config import Settings
 from draftsync.errors import Abandoned, ArchiveFull, ConfigError, ItemError, SourceChanged, SourceGone
@@ -116,11 +116,8 @@ class Pipeline:
         need = self.paused_until_space
         if not need:
             return True
-        try:
-            st = os.statvfs(self.archive.root)
-        except OSError:
-            return False
-        if st.f_bavail * st.f_frsize >= need:
+        free = free_bytes(self.archive.root)
+        if free is not None and free >= need:
             with self._lock:
                 self.paused_until_space = 0
             _log.info("archive has space again; ingest resumes", root=str(self.archive.root))
@@ -416,14 +413,16 @@ def scan_once(settings: Settings, progress: Any = None) -> dict[str, Any]:
         settler = Settler(settings.watch.settle_seconds, settings.watch.open_write_timeout)
         known = catalog.known_paths()
         missing = []
+        found = 0
         for r in pipeline.roots:
             if not os.path.isdir(r):
                 missing.append(r)
                 _log.error("watch root missing", root=r)
                 continue
-            reconcile(r, rules, known, settler, settings.watch.recursive)
+            found += reconcile(r, rules, known, settler, settings.watch.recursive)[0]
             catalog.update_root(r, last_rescan=time.time())
         unsettled = len(settler)
+        unchanged = found - unsettled
         ready = settler.ready()
         unsettled -= len(ready)
         sizes = {p: _size(p) for p in ready}
@@ -446,7 +445,7 @@ def scan_once(settings: Settings, progress: Any = None) -> dict[str, Any]:
             signal.signal(signal.SIGINT, prev)
         summary = {
             "candidates": len(ready), "archived": pipeline.counts.get("archived", 0),
-            "already_archived": pipeline.counts.get("seen", 0) + pipeline.counts.get("known", 0),
+            "already_archived": unchanged + pipeline.counts.get("seen", 0) + pipeline.counts.get("known", 0),
             "empty": pipeline.counts.get("empty", 0), "skipped": pipeline.counts.get("skipped", 0),
             "failed": pipeline.counts.get("failed", 0),
             "still_being_written": unsettled, "archive_full": bool(pipeline.paused_until_space),

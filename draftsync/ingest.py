@@ -20,6 +20,7 @@ from draftsync import log
 from draftsync.archive import (
     Archive,
     choose_label,
+    free_bytes,
     layout_fields,
     record_from_sidecar,
     render_path,
@@ -62,9 +63,8 @@ class Ingestor:
         self._place_lock = threading.Lock()
 
     def _check_space(self, size: int) -> None:
-        try:
-            free = os.statvfs(self.archive.root).f_bavail * os.statvfs(self.archive.root).f_frsize
-        except OSError:
+        free = free_bytes(self.archive.root)
+        if free is None:
             return
         need = size + self.settings.archive.min_free_mib * 1024 * 1024
         if free < need:

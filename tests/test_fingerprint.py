@@ -1,0 +1,95 @@
+"""fingerprint: media facts from PyAV and the capture date with where it came from."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from draftsync.fingerprint import capture_time, date_from_name, hash_file, parse_container_time, probe
+from tests.conftest import b3, make_video
+
+BERLIN = ZoneInfo("Europe/Berlin")
+LA = ZoneInfo("America/Los_Angeles")
+
+
+def test_probe_reads_container_codec_size_fps_duration_and_rotation(tmp_path: Path) -> None:
+    v = make_video(tmp_path / "a.mp4", seconds=1, size=(320, 240), fps=30, rotation=90,
+                   creation_time="2026-05-01T22:30:00.000000Z", audio=True)  # fmt: skip
+    f = probe(v)
+    assert f.container and "mp4" in f.container
+    assert (f.video_codec, f.width, f.height, f.fps) == ("h264", 320, 240, 30.0)
+    assert f.audio_codec == "aac"
+    assert f.rotation in (90, 270)
+    assert f.orientation == "portrait"  # 320x240 turned a quarter
+    assert f.duration is not None and 0.9 <= f.duration <= 1.2
+    assert f.creation_time == "2026-05-01T22:30:00.000000Z"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100, b"\x00\x00\x00\x18ftypmp42" + b"\xff" * 1000])
+def test_probe_rejects_undecodable_files_with_a_reason(tmp_path: Path, content: bytes) -> None:
+    p = tmp_path / "bad.mp4"
+    p.write_bytes(content)
+    with pytest.raises(ValueError, match=r"."):
+        probe(p)
+
+
+def test_probe_rejects_a_truncated_video(tmp_path: Path) -> None:
+    v = make_video(tmp_path / "t.mp4", seconds=1)
+    data = v.read_bytes()
+    v.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError):
+        probe(v)
+
+
+def test_hash_file_is_blake3_of_the_content(tmp_path: Path) -> None:
+    p = tmp_path / "x.bin"
+    p.write_bytes(b"abc" * 3_000_000)
+    digest, n = hash_file(p)
+    assert digest == b3(p) and n == 9_000_000
+
+
+def test_quicktime_utc_is_converted_so_an_evening_clip_keeps_its_day() -> None:
+    # 03:30 UTC on 2 May is 20:30 on 1 May in Los Angeles: the folder must say 1 May.
+    dt, source = capture_time("2026-05-02T03:30:00.000000Z", "clip.mov", 0, LA)
+    assert source == "metadata"
+    assert (dt.year, dt.month, dt.day, dt.hour) == (2026, 5, 1, 20)
+
+
+def test_apple_creationdate_with_offset_is_respected() -> None:
+    dt = parse_container_time("2026-05-01T20:30:00+0200")
+    assert dt == datetime(2026, 5, 1, 18, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value", ["1904-01-01T00:00:00.000000Z", "1970-01-01T00:00:00Z", "garbage", "", None])
+def test_zero_epochs_and_garbage_are_not_capture_dates(value: str | None) -> None:
+    assert parse_container_time(value) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("VID_20260501_183005.mp4", datetime(2026, 5, 1, 18, 30, 5, tzinfo=BERLIN)),  # Android
+        ("20260501_183005.mp4", datetime(2026, 5, 1, 18, 30, 5, tzinfo=BERLIN)),  # Samsung
+        ("VID-20260501-WA0003.mp4", datetime(2026, 5, 1, 0, 0, 0, tzinfo=BERLIN)),  # WhatsApp
+        ("ScreenRecording_05-01-2026 18-30-05_1.MP4", datetime(2026, 5, 1, 18, 30, 5, tzinfo=BERLIN)),  # iOS
+        ("Screen Recording 2026-05-01 at 18.30.05.mov", datetime(2026, 5, 1, 18, 30, 5, tzinfo=BERLIN)),  # macOS
+        ("Screen Recording 2026-05-01 at 6.30.05 PM.mov", datetime(2026, 5, 1, 18, 30, 5, tzinfo=BERLIN)),
+        ("PXL_20260501_163005123.mp4", datetime(2026, 5, 1, 16, 30, 5, tzinfo=UTC)),  # Pixel names are UTC
+    ],
+)
+def test_phone_file_names_give_capture_dates(name: str, expected: datetime) -> None:
+    assert date_from_name(name, BERLIN) == expected
+    dt, source = capture_time(None, name, 0, BERLIN)
+    assert source == "filename" and dt == expected
+
+
+def test_mtime_is_the_last_resort() -> None:
+    dt, source = capture_time(None, "holiday.mp4", 1777660200.0, UTC)
+    assert source == "mtime" and dt == datetime.fromtimestamp(1777660200.0, UTC)
+
+
+def test_impossible_dates_in_names_are_ignored() -> None:
+    assert date_from_name("VID_20261399_250000.mp4", UTC) is None

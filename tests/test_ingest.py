@@ -1,0 +1,166 @@
+"""ingest: one file through the pipeline, in process, against real files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from draftsync.archive import Archive
+from draftsync.catalog import Catalog
+from draftsync.config import load
+from draftsync.errors import ArchiveFull, SourceChanged
+from draftsync.ingest import Ingestor
+from tests.conftest import Env, b3, make_video
+
+
+@pytest.fixture
+def ing(env: Env) -> Ingestor:
+    env.write_config(labels=[{"label": "tiktok", "path": "**/TikTok/**"}])
+    s, _ = load(str(env.config))
+    return Ingestor(s, Catalog(s.catalog_path), Archive(s.archive.root, s.archive.layout))
+
+
+def test_archives_once_with_a_complete_sidecar(env: Env, ing: Ingestor) -> None:
+    src = make_video(env.inbox / "TikTok" / "VID_20260501_183000.mp4", creation_time="2026-05-01T18:30:00Z")
+    before = (src.stat().st_mtime_ns, src.read_bytes())
+    out = ing.ingest(str(src), str(env.inbox))
+    assert out.kind == "archived" and out.hash == b3(src)
+    assert out.archive_path == f"2026/05/tiktok/2026-05-01_183000_{b3(src)[7:15]}.mp4"
+    dest = env.archive / out.archive_path
+    assert dest.read_bytes() == before[1]
+    (sc,) = env.sidecars()
+    assert sc["hash"] == b3(src) and sc["size"] == len(before[1]) and sc["label"] == "tiktok"
+    assert sc["capture_time_source"] == "metadata" and sc["capture_time"].startswith("2026-05-01T18:30:00")
+    assert sc["sources"][0]["path"] == str(src) and sc["media"]["video_codec"] == "h264"
+    assert "first_seen" in sc and sc["probe_error"] is None
+    # the source is untouched
+    assert (src.stat().st_mtime_ns, src.read_bytes()) == before
+    # a second look at the unchanged file does nothing
+    assert ing.ingest(str(src), str(env.inbox)).kind == "known"
+
+
+def test_identical_content_elsewhere_is_recorded_not_copied(env: Env, ing: Ingestor) -> None:
+    a = make_video(env.inbox / "a.mp4", seed=1)
+    b = env.inbox / "sub" / "copy of a.mp4"
+    b.parent.mkdir()
+    b.write_bytes(a.read_bytes())
+    assert ing.ingest(str(a), str(env.inbox)).kind == "archived"
+    out = ing.ingest(str(b), str(env.inbox))
+    assert out.kind == "seen"
+    assert len(env.archived_videos()) == 1
+    (sc,) = env.sidecars()
+    assert sorted(s["path"] for s in sc["sources"]) == sorted([str(a), str(b)])
+
+
+def test_a_moved_file_is_recognised_without_reading_it(
+    env: Env, ing: Ingestor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = make_video(env.inbox / "a.mp4", seed=2)
+    ing.ingest(str(a), str(env.inbox))
+    moved = env.inbox / "renamed.mp4"
+    os.rename(a, moved)
+    import draftsync.ingest as mod
+
+    def no_read(*_a: object, **_k: object) -> None:
+        raise AssertionError("the moved file was read again")
+
+    monkeypatch.setattr(mod, "hash_file", no_read)
+    monkeypatch.setattr(mod, "probe", no_read)
+    assert ing.ingest(str(moved), str(env.inbox)).kind == "seen"
+
+
+def test_a_file_that_changes_during_the_copy_is_dropped(env: Env, ing: Ingestor) -> None:
+    src = env.inbox / "growing.mp4"
+    src.write_bytes(os.urandom(12 * 1024 * 1024))
+
+    def append_once(n: int) -> None:
+        if not getattr(append_once, "done", False):
+            append_once.done = True  # type: ignore[attr-defined]
+            with src.open("ab") as f:
+                f.write(b"more bytes")
+
+    ing.archive.progress = append_once
+    with pytest.raises(SourceChanged):
+        ing.ingest(str(src), str(env.inbox))
+    assert env.archived_videos() == [] and env.temps() == []
+    ing.archive.progress = None
+    out = ing.ingest(str(src), str(env.inbox))  # once settled again it goes through whole
+    assert out.kind == "archived" and (env.archive / out.archive_path).read_bytes() == src.read_bytes()
+
+
+def test_new_content_under_the_same_name_is_a_new_version(env: Env, ing: Ingestor) -> None:
+    src = make_video(env.inbox / "v.mp4", seed=3)
+    first = ing.ingest(str(src), str(env.inbox))
+    make_video(src, seed=4)
+    second = ing.ingest(str(src), str(env.inbox))
+    assert second.kind == "archived" and second.hash != first.hash
+    assert len(env.archived_videos()) == 2
+
+
+def test_symlinks_are_never_followed(env: Env, ing: Ingestor, tmp_path: Path) -> None:
+    outside = make_video(tmp_path / "outside.mp4", seed=5)
+    link = env.inbox / "link.mp4"
+    link.symlink_to(outside)
+    out = ing.ingest(str(link), str(env.inbox))
+    assert out.kind == "skipped" and "symbolic link" in out.detail
+    (env.inbox / "dirlink").symlink_to(tmp_path, target_is_directory=True)
+    out = ing.ingest(str(env.inbox / "dirlink" / "outside.mp4"), str(env.inbox))
+    assert out.kind == "skipped"
+    assert env.archived_videos() == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ümlaut 视频 🎬.mp4", "a" * 240 + ".mp4", "new\nline.mp4", "we:ird*na?me<>.mov", " lead and trail .mp4"],
+)
+def test_odd_names_are_archived(env: Env, ing: Ingestor, name: str) -> None:
+    src = make_video(env.inbox / name, seed=6)
+    out = ing.ingest(str(src), str(env.inbox))
+    assert out.kind == "archived" and (env.archive / out.archive_path).read_bytes() == src.read_bytes()
+
+
+def test_corrupt_and_non_video_files_are_still_backed_up_with_the_probe_error(env: Env, ing: Ingestor) -> None:
+    bad = env.inbox / "VID_20260501_120000.mp4"
+    bad.write_bytes(b"this is a text file with a video extension\n" * 10)
+    out = ing.ingest(str(bad), str(env.inbox))
+    assert out.kind == "archived"
+    (sc,) = env.sidecars()
+    assert sc["probe_error"] and sc["media"] is None
+    assert sc["capture_time_source"] == "filename"
+
+
+def test_truncated_video_is_backed_up(env: Env, ing: Ingestor) -> None:
+    v = make_video(env.inbox / "t.mp4", seed=7)
+    v.write_bytes(v.read_bytes()[:5000])
+    assert ing.ingest(str(v), str(env.inbox)).kind == "archived"
+
+
+def test_empty_files_are_placeholders_not_videos(env: Env, ing: Ingestor) -> None:
+    e = env.inbox / "empty.mp4"
+    e.touch()
+    assert ing.ingest(str(e), str(env.inbox)).kind == "empty"
+    assert env.archived_videos() == []
+
+
+def test_a_placed_but_uncatalogued_video_is_adopted_after_a_crash(env: Env, ing: Ingestor) -> None:
+    src = make_video(env.inbox / "a.mp4", seed=8)
+    out = ing.ingest(str(src), str(env.inbox))
+    # Simulate a crash after placing: the catalog never heard of it.
+    s, _ = load(str(env.config))
+    ing.catalog.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(s.catalog_path) + suffix).unlink(missing_ok=True)
+    fresh = Ingestor(s, Catalog(s.catalog_path), Archive(s.archive.root, s.archive.layout))
+    again = fresh.ingest(str(src), str(env.inbox))
+    assert again.kind == "archived" and again.archive_path == out.archive_path
+    assert len(env.archived_videos()) == 1 and env.temps() == []
+
+
+def test_archive_full_pauses_with_a_clear_error(env: Env, ing: Ingestor) -> None:
+    src = make_video(env.inbox / "a.mp4", seed=9)
+    ing.settings.archive.min_free_mib = 10**9  # more than any disk has
+    with pytest.raises(ArchiveFull, match="pauses until space returns"):
+        ing.ingest(str(src), str(env.inbox))
+    assert env.archived_videos() == [] and env.temps() == []
