@@ -235,8 +235,11 @@ class Catalog:
 
     def known_paths(self) -> dict[str, tuple[int, int, int, str]]:
         """path -> (size, mtime_ns, inode, state) for every source; one query for a whole rescan."""
-        rows = self._q("SELECT path, size, mtime_ns, inode, state FROM sources")
-        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+        with self._lock:
+            cur = self._db.cursor()
+            cur.row_factory = None  # plain tuples: this runs over every source on each rescan
+            rows = cur.execute("SELECT path, size, mtime_ns, inode, state FROM sources").fetchall()
+        return {r[0]: r[1:] for r in rows}
 
     def hash_by_identity(self, dev: int, inode: int, size: int, mtime_ns: int) -> str | None:
         """A file moved or renamed inside the inbox keeps its inode, size and mtime: no need to re-read."""

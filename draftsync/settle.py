@@ -14,7 +14,6 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import PurePath
 
 # Folders that are never watched or scanned: NAS thumbnails, sync tools' own state, VCS, trash.
 IGNORED_DIRS = frozenset(
@@ -26,27 +25,26 @@ IGNORED_DIRS = frozenset(
 )  # fmt: skip
 
 _TEMP_PATTERNS = [
-    re.compile(p)
-    for p in (
-        r"^\.syncthing\..*\.tmp$",  # Syncthing
-        r"^~syncthing~.*\.tmp$",  # Syncthing on Windows-style shares
-        r"\.partial$",  # rclone
-        r"\.part$",  # Nextcloud / ownCloud / browsers
-        r"^\.~",  # Nextcloud / LibreOffice lock files
-        r"\.!sync$",  # Resilio Sync
-        r"\.crdownload$",  # Chrome
-        r"\.tmp$",
-        r"\.temp$",
-        r"\.download$",  # Safari
-        r"^\.",  # dotfiles, including rsync's .name.XXXXXX temp files
-        r"~$",
-    )
+    r"^\.syncthing\..*\.tmp$",  # Syncthing
+    r"^~syncthing~.*\.tmp$",  # Syncthing on Windows-style shares
+    r"\.partial$",  # rclone
+    r"\.part$",  # Nextcloud / ownCloud / browsers
+    r"^\.~",  # Nextcloud / LibreOffice lock files
+    r"\.!sync$",  # Resilio Sync
+    r"\.crdownload$",  # Chrome
+    r"\.tmp$",
+    r"\.temp$",
+    r"\.download$",  # Safari
+    r"^\.",  # dotfiles, including rsync's .name.XXXXXX temp files
+    r"~$",
 ]
+# One alternation: the rescan asks this of every file in the tree.
+_TEMP = re.compile("|".join(f"(?:{p})" for p in _TEMP_PATTERNS), re.DOTALL)
 
 
 def is_temp_name(name: str) -> bool:
     """True for the in-progress names real sync tools write before renaming to the final name."""
-    return any(p.search(name) for p in _TEMP_PATTERNS)
+    return _TEMP.search(name) is not None
 
 
 @dataclass(frozen=True)
@@ -60,9 +58,12 @@ class IgnoreRules:
         return name in IGNORED_DIRS or name.startswith(".") or any(fnmatch.fnmatch(name, p) for p in self.extra)
 
     def wanted_file(self, name: str) -> bool:
-        if is_temp_name(name) or any(fnmatch.fnmatch(name, p) for p in self.extra):
+        dot = name.rfind(".")
+        if dot <= 0 or name[dot:].lower() not in self.extensions:
             return False
-        return PurePath(name).suffix.lower() in self.extensions
+        if _TEMP.search(name) is not None:
+            return False
+        return not self.extra or not any(fnmatch.fnmatch(name, p) for p in self.extra)
 
     def wanted_path(self, root: str, path: str) -> bool:
         """A file under `root` is wanted if its name is and no folder between them is ignored."""

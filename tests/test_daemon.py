@@ -208,7 +208,9 @@ def test_sigterm_exits_0_and_systemd_hears_ready_status_and_stopping(env: Env, d
         s.close()
 
 
-def test_sigterm_during_a_copy_leaves_no_partial_file(env: Env, daemon: Callable[..., DaemonProc], tmp_path: Path) -> None:
+def test_sigterm_during_a_copy_leaves_no_partial_file(
+    env: Env, daemon: Callable[..., DaemonProc], tmp_path: Path
+) -> None:
     d = daemon()
     big = tmp_path / "huge.mp4"
     with big.open("wb") as f:
@@ -272,7 +274,9 @@ def test_full_archive_disk_pauses_and_resumes(env: Env, daemon: Callable[..., Da
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_scan_and_reindex_refuse_while_the_daemon_runs_and_verify_works(env: Env, daemon: Callable[..., DaemonProc]) -> None:
+def test_scan_and_reindex_refuse_while_the_daemon_runs_and_verify_works(
+    env: Env, daemon: Callable[..., DaemonProc]
+) -> None:
     d = daemon()
     v = make_video(env.inbox / "a.mp4", seed=80)
     wait_archived(env, v)
