@@ -84,6 +84,8 @@ _MIGRATIONS: dict[int, str] = {
         remote_id TEXT,
         upload_url TEXT,
         upload_started REAL,
+        chunk_size INTEGER,
+        chunk_count INTEGER,
         attempts INTEGER NOT NULL DEFAULT 0,
         reason TEXT,
         code TEXT,
@@ -409,8 +411,8 @@ class Catalog:
 
     def update_push(self, hash: str, **fields: Any) -> None:
         allowed = {
-            "state", "backend", "account", "remote_id", "upload_url", "upload_started", "attempts", "reason",
-            "code", "log_id", "next_try",
+            "state", "backend", "account", "remote_id", "upload_url", "upload_started", "chunk_size", "chunk_count",
+            "attempts", "reason", "code", "log_id", "next_try",
         }  # fmt: skip
         bad = set(fields) - allowed
         if bad:
@@ -419,12 +421,19 @@ class Catalog:
         with self.tx() as db:
             db.execute(f"UPDATE pushes SET {sets}, updated_at=? WHERE hash=?", (*fields.values(), time.time(), hash))
 
-    def record_call(self, account: str, kind: str, ok: bool = True, at: float | None = None) -> None:
+    def record_call(self, account: str, kind: str, ok: bool = True, at: float | None = None) -> int:
+        """Count a call against the budget (before it is made: an attempt counts even if refused)."""
         with self.tx() as db:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO push_calls(at, account, kind, ok) VALUES(?,?,?,?)",
                 (at if at is not None else time.time(), account, kind, int(ok)),
             )
+            db.execute("DELETE FROM push_calls WHERE at < ?", (time.time() - 8 * 86400,))
+            return int(cur.lastrowid or 0)
+
+    def mark_call_ok(self, call_id: int) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE push_calls SET ok=1 WHERE id=?", (call_id,))
 
     def calls_since(self, account: str, kind: str, since: float, ok_only: bool = False) -> list[float]:
         sql = "SELECT at FROM push_calls WHERE account=? AND kind=? AND at>=?"

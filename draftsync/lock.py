@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from draftsync.errors import UsageError
 
 
 class StateLock:
+    HINTS = {
+        "ingest": "The daemon already ingests continuously; stop it first (systemctl stop draftsync) if you need "
+        "this command.",
+        "push": "A push window is running; try again when it is done (see `draftsync queue`).",
+    }
+
     def __init__(self, state_dir: Path, name: str = "ingest") -> None:
         self.path = state_dir / f"{name}.lock"
+        self.hint = self.HINTS.get(name, "")
         self.fd: int | None = None
 
     def holder(self) -> int | None:
@@ -31,19 +39,24 @@ class StateLock:
         finally:
             os.close(fd)
 
-    def acquire(self, what: str) -> None:
+    def acquire(self, what: str, wait: float = 0.0) -> None:
+        """Take the lock, waiting up to `wait` seconds for its holder to finish."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise UsageError(
-                f"cannot {what}: another draftsync (pid {text or '?'}) is working on {self.path.parent}. "
-                "The daemon already ingests continuously; stop it first (systemctl stop draftsync) if you need "
-                "this command."
-            ) from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise UsageError(
+                    f"cannot {what}: another draftsync (pid {text or '?'}) is working on {self.path.parent}. {self.hint}"
+                ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self.fd = fd
