@@ -104,6 +104,14 @@ def wait_for(pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0
         time.sleep(interval)
 
 
+def _toml(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return json.dumps(v)
+
+
 @dataclass
 class Env:
     base: Path
@@ -127,10 +135,10 @@ class Env:
         for sec, body in cfg.items():
             lines.append(f"[{sec}]")
             for k, v in body.items():
-                lines.append(f"{k} = {json.dumps(v)}")
+                lines.append(f"{k} = {_toml(v)}")
         for rule in labels or []:
             lines.append("[[labels]]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in rule.items()]
+            lines += [f"{k} = {_toml(v)}" for k, v in rule.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
     def archived_videos(self) -> list[Path]:

@@ -204,9 +204,14 @@ class Pusher:
         self._sleep = sleep
         self.lock = StateLock(settings.state.dir, "push")
         self.archive_root = settings.archive.root
+        self._report = WindowReport()
 
     def sleep(self, seconds: float) -> None:
         """Bounded, stop-aware wait."""
+        if self._sleep is not None:
+            if seconds > 0:
+                self._sleep(seconds)
+            return
         end = time.monotonic() + max(0.0, seconds)
         while not self.should_stop():
             left = end - time.monotonic()
@@ -288,11 +293,15 @@ class Pusher:
         try:
             if new_items:
                 self.catalog.set_meta("push_last_window", str(self.clock()))
+            self._report = report
             return self._window(report, new_items, poll_deadline, progress or (lambda *_: None))
         finally:
+            self._report = WindowReport()
             self.lock.release()
 
     def _window(self, report: WindowReport, new_items: bool, poll_deadline: float, progress: Progress) -> WindowReport:
+        if new_items:
+            self.select()  # the queue fills even while pushing is paused
         try:
             who = self.backend.check()
         except (AuthError, PushError) as e:
@@ -307,7 +316,6 @@ class Pusher:
             for row in self.catalog.push_rows(ACTIVE):
                 self._resume(row, count, progress)
             if new_items:
-                self.select()
                 self._start_new(budget, count, progress, report)
             self._poll_all(count, progress, poll_deadline)
         except AuthError as e:
@@ -456,10 +464,12 @@ class Pusher:
         h = job.hash
         if p.state == "done":
             self.catalog.update_push(h, state="in_inbox", reason=p.reason, code=None)
+            self._report.pushed.append(h)
             _log.info("pushed to the TikTok inbox", hash=h, remote_id=job.remote_id)
             self.catalog.log_event("info", "pushed", p.reason, None, h)
         elif p.state == "failed":
             self.catalog.update_push(h, state="failed", reason=p.reason, code=p.code or None, log_id=p.log_id or None)
+            self._report.failed.append(h)
             _log.error("push failed", hash=h, reason=p.reason, code=p.code)
         elif p.state == "dead":
             row = self.catalog.push_row(h) or {}
@@ -495,6 +505,8 @@ class Pusher:
                     _log.warning("status check failed; will retry", hash=v.hash, error=str(e))
                     continue
                 self._apply(job, p, progress)
+            if not self.catalog.push_rows(("processing",)):
+                return
             self.sleep(delay)
             delay = min(60.0, delay * 2)
 

@@ -160,7 +160,8 @@ class TikTok:
         if action == "rate":
             return PushError(text, code=code, log_id=log_id, retryable=True, defer=True, status=status)
         if action == "halt":
-            return PushError(text + "; pushing is paused for this account", code=code, log_id=log_id, reauth=True)
+            # Not an authorization problem, but the same remedy: stop pushing for this account, keep the queue.
+            return AuthError(text + "; pushing is paused for this account", code=code, log_id=log_id)
         if action == "retry":
             return PushError(text, code=code, log_id=log_id, retryable=True, status=status)
         if action == "dead":
