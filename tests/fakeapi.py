@@ -184,7 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
         with self.st.lock:
             a = self.st.access.get(tok)
         if not a or a["expires"] < time.time():
-            self._envelope(401, "access_token_invalid", message="The access token is invalid or not found in the request.")
+            self._envelope(
+                401, "access_token_invalid", message="The access token is invalid or not found in the request."
+            )
             return None
         return a["user"], a["scope"]
 
@@ -472,7 +474,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, acc) if acc else self._send(404, {"statusCode": 404, "message": "Not found"})
         if method == "POST" and path == "/v1/social-posts":
             if not self.headers.get("Content-Type", "").startswith("application/json"):
-                return self._send(400, {"statusCode": 400, "message": "Invalid Request", "errors": ["caption is required"]})
+                return self._send(
+                    400, {"statusCode": 400, "message": "Invalid Request", "errors": ["caption is required"]}
+                )
             body = json.loads(raw or b"{}")
             s.pfm_post_bodies.append(body)
             errors = []

@@ -29,7 +29,7 @@ from draftsync.push.postforme import draft_payload
 from draftsync.push.queue import Limits, Pusher, media_problem
 from draftsync.push.tiktok import MAX_CHUNK, MAX_CHUNKS, MAX_FINAL_CHUNK, MAX_VIDEO, MIN_CHUNK, chunk_plan, chunk_range
 from tests.conftest import Env, b3, make_video
-from tests.fakeapi import Fault, FakeServer, _chunk_problem, tiktok_config
+from tests.fakeapi import FakeServer, Fault, _chunk_problem, tiktok_config
 
 FAST = Limits(init_spacing=0.0, status_spacing=0.0)
 
@@ -175,7 +175,9 @@ def test_auth_cli_with_a_loopback_listener(env: Env, fake: FakeServer) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     push_env(env, fake)
-    env.write_config(tiktok=tiktok_config(fake.base, str(env.state / "tok.json"), redirect_uri=f"http://127.0.0.1:{port}/callback/"))
+    env.write_config(
+        tiktok=tiktok_config(fake.base, str(env.state / "tok.json"), redirect_uri=f"http://127.0.0.1:{port}/callback/")
+    )
     proc = subprocess.Popen([sys.executable, "-m", "draftsync", "--config", str(env.config), "auth", "tiktok", "--listen",
                              "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stdout is not None
