@@ -3,6 +3,7 @@ all against the fake APIs over real sockets with the real httpx client."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import stat
@@ -48,7 +49,7 @@ def _check_plan(size: int, preferred: int) -> None:
         assert cs <= last <= min(2 * cs - 1, MAX_FINAL_CHUNK)
     ranges = [chunk_range(i, size, cs, n) for i in range(n)]
     assert ranges[0][0] == 0 and ranges[-1][1] == size - 1
-    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
 
 
 BOUNDARIES = sorted({
@@ -163,7 +164,7 @@ def test_a_forged_state_or_a_refusal_is_rejected() -> None:
         parse_redirect("http://127.0.0.1:8765/callback/?code=x&state=evil", "good")
     with pytest.raises(AuthError, match="access_denied"):
         parse_redirect("http://127.0.0.1:8765/callback/?error=access_denied&state=good", "good")
-    with pytest.raises(AuthError, match="video.upload"):
+    with pytest.raises(AuthError, match=r"video\.upload"):
         parse_redirect("http://127.0.0.1:8765/callback/?code=x&state=good&scopes=user.info.basic", "good")
     assert parse_redirect("  just-a-code \n", "good") == "just-a-code"
 
@@ -208,7 +209,7 @@ def test_auth_cli_with_a_pasted_redirect(env: Env, fake: FakeServer) -> None:
         if line.strip().startswith("http"):
             url = line.strip()
     location = httpx.get(url, follow_redirects=False).headers["Location"]
-    out, err = proc.communicate(location + "\n", timeout=30)
+    _out, err = proc.communicate(location + "\n", timeout=30)
     assert proc.returncode == 0, err
 
 
@@ -437,9 +438,9 @@ def test_init_spacing_and_per_minute_limits_are_respected(env: Env, fake: FakeSe
     p = Pusher(s, cat, limits=Limits(init_spacing=1.0, status_spacing=0.2))  # real sleeps here
     p.window()
     times = [t for t, _, ok in fake.state.inits]
-    assert len(times) == 3 and all(b - a >= 0.95 for a, b in zip(times, times[1:], strict=False))
+    assert len(times) == 3 and all(b - a >= 0.95 for a, b in itertools.pairwise(times))
     polls = [t for t, _ in fake.state.status_calls]
-    assert all(b - a >= 0.18 for a, b in zip(polls, polls[1:], strict=False))
+    assert all(b - a >= 0.18 for a, b in itertools.pairwise(polls))
 
 
 # --- Post for Me (B) -------------------------------------------------------------------------------------
@@ -486,7 +487,7 @@ def test_postforme_bad_key_pauses(env: Env, fake: FakeServer) -> None:
                      postforme={"api_base": fake.base, "api_key": "wrong", "social_account_id": "spc_tiktok1"})  # fmt: skip
     s, _ = load(str(env.config))
     archive_videos(s, env, 1)
-    p, cat = pusher(s)
+    p, _cat = pusher(s)
     report = p.window()
     assert "Invalid or expired token" in report.paused and "wrong" not in report.paused
 
