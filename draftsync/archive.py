@@ -412,7 +412,18 @@ class Archive:
         raise ItemError(f"too many name clashes for {rel}")
 
     def write_sidecar(self, v: VideoRecord) -> None:
-        write_json_atomic(sidecar_path(self.path_of(v.archive_path)), sidecar_dict(v), replace=True)
+        """Write the sidecar; keys other stages added (perceptual signature, near-duplicates, origin) stay."""
+        data = sidecar_dict(v)
+        old = self.read_sidecar(v.archive_path)
+        if old and old.get("hash") == v.hash:
+            data = {**{k: x for k, x in old.items() if k not in data}, **data}
+        write_json_atomic(sidecar_path(self.path_of(v.archive_path)), data, replace=True)
+
+    def update_sidecar(self, rel: str, fields: dict[str, Any]) -> None:
+        data = self.read_sidecar(rel)
+        if data is not None:
+            data.update(fields)
+            write_json_atomic(sidecar_path(self.path_of(rel)), data, replace=True)
 
     def read_sidecar(self, video_rel: str) -> dict[str, Any] | None:
         try:

@@ -20,7 +20,7 @@ from typing import Any
 
 from draftsync.errors import ConfigError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -103,6 +103,23 @@ _MIGRATIONS: dict[int, str] = {
         ok INTEGER NOT NULL DEFAULT 1
     );
     CREATE INDEX push_calls_at ON push_calls(account, kind, at);
+    """,
+    3: """
+    ALTER TABLE videos ADD COLUMN origin TEXT;
+    CREATE TABLE signatures(
+        hash TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        data TEXT,
+        error TEXT,
+        computed_at REAL NOT NULL
+    );
+    CREATE TABLE near_dupes(
+        a TEXT NOT NULL,
+        b TEXT NOT NULL,
+        similarity REAL NOT NULL,
+        PRIMARY KEY(a, b)
+    );
+    CREATE INDEX near_dupes_b ON near_dupes(b);
     """,
 }
 
@@ -335,6 +352,57 @@ class Catalog:
         with self.tx() as db:
             db.execute("DELETE FROM videos")
             db.execute("DELETE FROM sources")
+            db.execute("DELETE FROM signatures")
+            db.execute("DELETE FROM near_dupes")
+
+    # --- perceptual signatures and near-duplicates ---------------------------------------------
+
+    def unsigned(self, version: int, limit: int) -> list[VideoRecord]:
+        rows = self._q(
+            "SELECT v.* FROM videos v LEFT JOIN signatures s ON s.hash = v.hash AND s.version = ? "
+            "WHERE s.hash IS NULL ORDER BY v.first_seen LIMIT ?",
+            (version, limit),
+        )
+        return [_row_to_video(r) for r in rows]
+
+    def save_signature(self, hash: str, version: int, data: str | None, error: str | None) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO signatures(hash, version, data, error, computed_at) VALUES(?,?,?,?,?)",
+                (hash, version, data, error, time.time()),
+            )
+
+    def signatures(self, version: int) -> list[tuple[str, str]]:
+        rows = self._q("SELECT hash, data FROM signatures WHERE version=? AND data IS NOT NULL", (version,))
+        return [(r[0], r[1]) for r in rows]
+
+    def signature_counts(self, version: int) -> dict[str, int]:
+        done = self._q("SELECT COUNT(*), SUM(error IS NOT NULL) FROM signatures WHERE version=?", (version,))[0]
+        total = self._q("SELECT COUNT(*) FROM videos")[0][0]
+        return {"videos": total, "signed": int(done[0] or 0), "unsignable": int(done[1] or 0)}
+
+    def link(self, a: str, b: str, similarity: float) -> None:
+        a, b = min(a, b), max(a, b)
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO near_dupes(a, b, similarity) VALUES(?,?,?)", (a, b, similarity))
+
+    def near_dupes_of(self, hash: str) -> list[tuple[str, float]]:
+        rows = self._q(
+            "SELECT b, similarity FROM near_dupes WHERE a=? UNION SELECT a, similarity FROM near_dupes WHERE b=?",
+            (hash, hash),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def all_links(self) -> list[tuple[str, str, float]]:
+        return [(r[0], r[1], r[2]) for r in self._q("SELECT a, b, similarity FROM near_dupes")]
+
+    def set_origin(self, hash: str, origin: str | None) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE videos SET origin=? WHERE hash=?", (origin, hash))
+
+    def origin(self, hash: str) -> str | None:
+        rows = self._q("SELECT origin FROM videos WHERE hash=?", (hash,))
+        return rows[0][0] if rows else None
 
     # --- events, roots, status -------------------------------------------------------------------
 

@@ -117,8 +117,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, path: Any) -> int:
         print(_to_toml(settings.model_dump(mode="json")), end="")
         return EXIT_OK
     if cmd == "dupes":
-        print("draftsync: near-duplicate detection is not available in this version", file=sys.stderr)
-        return EXIT_USAGE
+        return _dupes(settings, args.json)
     if cmd in ("auth", "push", "queue"):
         from draftsync.push import cli as push_cli
 
@@ -246,12 +245,39 @@ def _reindex(settings: Settings) -> int:
     return EXIT_PROBLEMS if report.bad_sidecars else EXIT_OK
 
 
+def _dupes(settings: Settings, as_json: bool) -> int:
+    from draftsync.catalog import Catalog
+    from draftsync.neardup import groups
+    from draftsync.perceptual import VERSION
+
+    catalog = Catalog(settings.catalog_path)
+    try:
+        gs = groups(catalog)
+        counts = catalog.signature_counts(VERSION)
+    finally:
+        catalog.close()
+    if as_json:
+        print(json.dumps({"groups": gs, "signatures": counts}, indent=2))
+        return EXIT_OK
+    pending = counts["videos"] - counts["signed"]
+    print(f"{len(gs)} near-duplicate group(s)" + (f"; {pending} video(s) not yet compared" if pending else ""))
+    for i, g in enumerate(gs, 1):
+        print(f"group {i}:")
+        for m in g["members"]:
+            origin = f"  [{m['origin']}]" if m["origin"] else ""
+            print(f"  {m['archive_path']}  {m['capture_time'][:19]}  {m['resolution']}  {m['hash'][7:19]}{origin}")
+        for p in g["pairs"]:
+            print(f"    {p['a'][7:19]} ~ {p['b'][7:19]}  similarity {p['similarity']:.2f}")
+    return EXIT_OK
+
+
 # --- status -----------------------------------------------------------------------------------------
 
 
 def status_data(settings: Settings) -> dict[str, Any]:
     from draftsync.catalog import Catalog
     from draftsync.lock import StateLock
+    from draftsync.perceptual import VERSION
 
     catalog = Catalog(settings.catalog_path)
     try:
@@ -278,6 +304,7 @@ def status_data(settings: Settings) -> dict[str, Any]:
                 if r["path"] in {str(p) for p in settings.watch.paths}
             ],
             "catalog": {"path": str(settings.catalog_path), "bytes": _db_size(settings)},
+            "perceptual": catalog.signature_counts(VERSION),
         }  # fmt: skip
         if not running:
             for r in data["roots"]:
@@ -325,6 +352,10 @@ def _status(settings: Settings, as_json: bool) -> int:
         print(f"watching:    {r['path']}  [{r['mode']}, {r['health']}{', ' + r['detail'] if r['detail'] else ''}]"
               f"  last event {_when(r['last_event'])}, last rescan {_when(r['last_rescan'])}")  # fmt: skip
     print(f"catalog:     {d['catalog']['path']} ({_size(d['catalog']['bytes'])})")
+    pc = d["perceptual"]
+    print(f"near-dupes:  {pc['signed']} of {pc['videos']} videos compared"
+          + (f" ({pc['unsignable']} not decodable)" if pc["unsignable"] else "")
+          + ("" if pc["signed"] >= pc["videos"] else "; backfill running in the daemon"))  # fmt: skip
     if "push" in d:
         p = d["push"]
         print(f"push:        {p['summary']}")

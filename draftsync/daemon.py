@@ -203,6 +203,11 @@ class Daemon:
                                max_instances=1)  # fmt: skip
         self.scheduler.add_job(self._scrub, cron(s.archive.scrub_schedule, s.archive.tz()), id="scrub",
                                coalesce=True, max_instances=1, misfire_grace_time=3600)  # fmt: skip
+        from draftsync.neardup import NearDups
+
+        self.neardups = NearDups(self.catalog, self.archive, self.stop.is_set)
+        self.scheduler.add_job(self.neardups.backfill, IntervalTrigger(seconds=15), id="signatures", coalesce=True,
+                               max_instances=1, next_run_time=_now_dt())  # fmt: skip
         self._add_push_job()
         self.scheduler.start()
         self.notifier.ready(self._status_line())
@@ -443,7 +448,11 @@ def scan_once(settings: Settings, progress: Any = None) -> dict[str, Any]:
                 list(ex.map(one, ready))
         finally:
             signal.signal(signal.SIGINT, prev)
+        from draftsync.neardup import NearDups
+
+        signed = 0 if stop.is_set() else NearDups(catalog, archive, stop.is_set).backfill(limit=10**9)
         summary = {
+            "signed": signed,
             "candidates": len(ready), "archived": pipeline.counts.get("archived", 0),
             "already_archived": unchanged + pipeline.counts.get("seen", 0) + pipeline.counts.get("known", 0),
             "empty": pipeline.counts.get("empty", 0), "skipped": pipeline.counts.get("skipped", 0),

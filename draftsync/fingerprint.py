@@ -60,6 +60,7 @@ class MediaFacts:
     audio_codec: str | None = None
     creation_time: str | None = None  # as stored in the container
     encoder: str | None = None
+    comment: str | None = None
     make: str | None = None
     model: str | None = None
 
@@ -106,6 +107,7 @@ def probe(path: str | Path) -> MediaFacts:
         if container.duration:
             facts.duration = round(container.duration / 1_000_000, 3)
         facts.encoder = md.get("encoder")
+        facts.comment = md.get("comment") or md.get("description")
         facts.make = md.get("com.apple.quicktime.make") or md.get("make")
         facts.model = md.get("com.apple.quicktime.model") or md.get("model")
         # Apple's creationdate carries the local offset; creation_time is UTC.

@@ -4,7 +4,6 @@ of it, and `reindex` rebuilds the catalog from the sidecars alone.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,6 +136,7 @@ def reindex(
         for r in records:
             if catalog.add_video(r):
                 report.videos += 1
+                _restore_perceptual(catalog, archive.read_sidecar(r.archive_path) or {}, r.hash)
             else:
                 report.bad_sidecars.append(f"{r.archive_path}{SIDECAR_SUFFIX}: duplicate content hash {r.hash}")
     for rel in orphans:
@@ -150,8 +150,19 @@ def reindex(
     return report
 
 
-def file_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
+def _restore_perceptual(catalog: Catalog, data: dict[str, Any], h: str) -> None:
+    """Signatures, links and origin come back from the sidecar too: nothing has to be decoded again."""
+    import json
+
+    from draftsync.perceptual import VERSION
+
+    sig = data.get("perceptual")
+    if isinstance(sig, dict) and sig.get("version") == VERSION:
+        catalog.save_signature(h, VERSION, json.dumps(sig), None)
+    elif data.get("perceptual_error"):
+        catalog.save_signature(h, VERSION, None, str(data["perceptual_error"]))
+    for link in data.get("near_duplicates") or []:
+        if isinstance(link, dict) and link.get("hash"):
+            catalog.link(h, link["hash"], float(link.get("similarity") or 0))
+    if data.get("origin"):
+        catalog.set_origin(h, str(data["origin"]))

@@ -251,10 +251,19 @@ class Pusher:
         """New candidates (video, problem) not yet in the queue; persisted as queued/skipped if asked."""
         since = self.enabled_since() if self.settings.push.only_new else 0.0
         out = []
-        for v in self.catalog.videos_since(since):
-            if self.catalog.push_row(v.hash) is not None or not matches(v, self.settings.push.select):
-                continue
-            problem = media_problem(v)
+        fresh = [
+            v for v in self.catalog.videos_since(since)
+            if self.catalog.push_row(v.hash) is None and matches(v, self.settings.push.select)
+        ]  # fmt: skip
+        if fresh and persist:
+            # Compare each candidate with the archive before it can be pushed (no push loops).
+            from draftsync.archive import Archive
+            from draftsync.neardup import NearDups
+
+            nd = NearDups(self.catalog, Archive(self.archive_root, self.settings.archive.layout), self.should_stop)
+            nd.backfill(limit=len(fresh) + 50)
+        for v in fresh:
+            problem = self.duplicate_problem(v) or media_problem(v)
             out.append((v, problem))
             if persist:
                 if problem:
@@ -263,6 +272,17 @@ class Pusher:
                 else:
                     self.catalog.enqueue_push(v.hash)
         return out
+
+    def duplicate_problem(self, v: VideoRecord) -> str | None:
+        """Why this video must not be pushed because of what it resembles, or None."""
+        if self.catalog.origin(v.hash) == "tiktok-export":
+            return "a TikTok export (came out of TikTok; pushing it back would loop)"
+        for other, sim in self.catalog.near_dupes_of(v.hash):
+            row = self.catalog.push_row(other)
+            if row and row["state"] in ("queued", "uploading", "processing", "in_inbox", "dry_run"):
+                o = self.catalog.video(other)
+                return f"near-duplicate ({sim:.2f}) of {o.archive_path if o else other}, which is {row['state']}"
+        return None
 
     # --- windows -----------------------------------------------------------------------------------
 
