@@ -53,7 +53,8 @@ class Signature:
 
 def grid_step(duration: float) -> float:
     """A fixed ladder, so a clip and its slightly longer or shorter copy sample the same times."""
-    for limit, step in ((12.0, 0.25), (40.0, 0.5), (120.0, 1.0), (600.0, 2.0)):
+    # Whole seconds beyond 40 s line up with the 1 s keyframe interval phones use: one decode a sample.
+    for limit, step in ((12.0, 0.25), (40.0, 0.5), (600.0, 2.0)):
         if duration <= limit:
             return step
     return 5.0
@@ -121,7 +122,7 @@ def compute(path: str | Path) -> Signature:
         if not container.streams.video:
             raise ValueError("no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = "SLICE"  # frame threading would decode extra frames before the first one
         tb = stream.time_base
         duration = (container.duration / 1_000_000) if container.duration else float((stream.duration or 0) * (tb or 0))
         if duration <= 0:

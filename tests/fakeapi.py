@@ -301,16 +301,22 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return body if isinstance(body, dict) else None
 
-    def _init(self, raw: bytes) -> None:
+    def _authed_json(self, raw: bytes) -> tuple[str, dict[str, Any]] | None:
+        """The caller's user id and JSON body, or None once an error has been answered."""
         who = self._user()
         if not who:
-            return
-        user, scope = who
-        if "video.upload" not in scope.split(","):
-            return self._envelope(401, "scope_not_authorized")
+            return None
+        if "video.upload" not in who[1].split(","):
+            self._envelope(401, "scope_not_authorized")
+            return None
         body = self._json(raw)
-        if body is None:
+        return None if body is None else (who[0], body)
+
+    def _init(self, raw: bytes) -> None:
+        got = self._authed_json(raw)
+        if got is None:
             return
+        user, body = got
         s = self.st
         now = time.time()
         with s.lock:
@@ -418,23 +424,21 @@ class _Handler(BaseHTTPRequestHandler):
         return bytes(out or b"")
 
     def _status(self, raw: bytes) -> None:
-        who = self._user()
-        if not who:
+        got = self._authed_json(raw)
+        if got is None:
             return
-        body = self._json(raw)
-        if body is None:
-            return
+        user, body = got
         s = self.st
         now = time.time()
         with s.lock:
-            recent = [t for t, u in s.status_calls if u == who[0] and t > now - 60]
-            s.status_calls.append((now, who[0]))
+            recent = [t for t, u in s.status_calls if u == user and t > now - 60]
+            s.status_calls.append((now, user))
             if len(recent) >= 30:
                 return self._envelope(429, "rate_limit_exceeded")
             task = s.tasks.get(str(body.get("publish_id")))
             if task is None:
                 return self._envelope(400, "invalid_publish_id")
-            if task.token_user != who[0]:
+            if task.token_user != user:
                 return self._envelope(400, "token_not_authorized_for_specified_publish_id")
             if task.received == task.size and task.status == "PROCESSING_UPLOAD":
                 task.polls_after_complete += 1

@@ -85,7 +85,7 @@ def test_letterbox_bars_are_cropped_before_hashing() -> None:
 
 def test_the_sampling_grid_is_a_fixed_ladder() -> None:
     assert grid_step(6) == grid_step(9) == 0.25
-    assert grid_step(30) == 0.5 and grid_step(90) == 1.0 and grid_step(300) == 2.0
+    assert grid_step(30) == 0.5 and grid_step(90) == 2.0 and grid_step(300) == 2.0 and grid_step(900) == 5.0
 
 
 def test_signatures_round_trip_through_json(evaluation: dict) -> None:

@@ -19,11 +19,11 @@ import httpx
 from draftsync import log
 from draftsync.config import Settings
 from draftsync.errors import AuthError, PushError
+from draftsync.push.tiktok import read_pieces
 
 _log = log.get("draftsync.push.postforme")
 
 CONTENT_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime"}
-PIECE = 1024 * 1024
 
 
 def draft_payload(caption: str, account: str, media_url: str, external_id: str) -> dict[str, Any]:
@@ -150,14 +150,6 @@ class PostForMe:
 def _stream(path: Path, size: int, progress: Callable[[int], None] | None) -> Iterator[bytes]:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        pos = 0
-        while pos < size:
-            b = os.pread(fd, min(PIECE, size - pos), pos)
-            if not b:
-                raise PushError("the archived file got shorter while it was uploaded", retryable=True)
-            pos += len(b)
-            if progress:
-                progress(len(b))
-            yield b
+        yield from read_pieces(fd, 0, size, progress)
     finally:
         os.close(fd)

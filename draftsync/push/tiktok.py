@@ -239,7 +239,7 @@ class TikTok:
         }
         for attempt in range(CHUNK_RETRIES + 1):
             try:
-                r = self.client.put(up.upload_url, content=_pieces(fd, first, length), headers=headers)
+                r = self.client.put(up.upload_url, content=read_pieces(fd, first, length), headers=headers)
             except httpx.HTTPError as e:
                 # A dropped connection or timeout is a 5xx-equivalent: re-send the same chunk (A.3.3).
                 _log.warning("chunk upload interrupted", publish_id=up.publish_id, first=first, error=type(e).__name__)
@@ -273,7 +273,8 @@ def _next_offset(r: httpx.Response, default: int | None) -> Any:
     return int(m.group(2)) + 1 if m else default
 
 
-def _pieces(fd: int, offset: int, length: int) -> Iterator[bytes]:
+def read_pieces(fd: int, offset: int, length: int, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """`length` bytes of an open file from `offset`, 1 MiB at a time: uploads never hold a file in memory."""
     end = offset + length
     pos = offset
     while pos < end:
@@ -281,4 +282,6 @@ def _pieces(fd: int, offset: int, length: int) -> Iterator[bytes]:
         if not b:
             raise PushError("the archived file got shorter while it was uploaded", retryable=True)
         pos += len(b)
+        if progress:
+            progress(len(b))
         yield b
