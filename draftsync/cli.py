@@ -38,9 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run the daemon in the foreground (exits 0 on SIGTERM/SIGINT)",
                    description="Watch, settle, archive (and push, if enabled) until stopped.")  # fmt: skip
-    sub.add_parser("scan", help="archive everything already complete in the watched folders, then exit",
+    sc = sub.add_parser("scan", help="archive everything already complete in the watched folders, then exit",
                    description="One pass over the watched folders; files written less than settle_seconds ago "
                    "are left for the next pass. Refuses to run while the daemon holds the state dir.")  # fmt: skip
+    sc.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="archive only; leave the near-duplicate comparison to the daemon or the next scan",
+    )
     st = sub.add_parser("status", help="counts, last ingest, last error, health of each watched folder")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     ve = sub.add_parser("verify", help="re-hash the whole archive against the catalog (exit 1 on any problem)",
@@ -106,7 +111,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, path: Any) -> int:
             )
         return Daemon(settings).run()
     if cmd == "scan":
-        return _scan(settings)
+        return _scan(settings, compare=not args.no_compare)
     if cmd == "status":
         return _status(settings, args.json)
     if cmd == "verify":
@@ -159,12 +164,12 @@ class _Progress:
             self.bar.stop()
 
 
-def _scan(settings: Settings) -> int:
+def _scan(settings: Settings, compare: bool = True) -> int:
     from draftsync.daemon import scan_once
 
     prog = _Progress("archiving")
     try:
-        summary = scan_once(settings, prog)
+        summary = scan_once(settings, prog, compare=compare)
     finally:
         prog.stop()
     print(

@@ -403,7 +403,7 @@ def reconcile(
     return found, seen
 
 
-def scan_once(settings: Settings, progress: Any = None) -> dict[str, Any]:
+def scan_once(settings: Settings, progress: Any = None, compare: bool = True) -> dict[str, Any]:
     """`draftsync scan`: ingest everything already settled under the roots, then return a summary."""
     lock = StateLock(settings.state.dir)
     settings.archive.root.mkdir(parents=True, exist_ok=True)
@@ -450,7 +450,7 @@ def scan_once(settings: Settings, progress: Any = None) -> dict[str, Any]:
             signal.signal(signal.SIGINT, prev)
         from draftsync.neardup import NearDups
 
-        signed = 0 if stop.is_set() else NearDups(catalog, archive, stop.is_set).backfill(limit=10**9)
+        signed = 0 if stop.is_set() or not compare else NearDups(catalog, archive, stop.is_set).backfill(limit=10**9)
         summary = {
             "signed": signed,
             "candidates": len(ready), "archived": pipeline.counts.get("archived", 0),
