@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,9 @@ class Pusher:
         self.catalog = catalog
         self.should_stop = should_stop
         self.backend = backend or make_backend(settings, should_stop)
+        if self.backend.name == "postforme":
+            # Post for Me's per-key limits are unpublished; safe reading (spec B.8): a post at most every 5 s.
+            limits = replace(limits, status_spacing=max(limits.status_spacing, 5.0))
         self.limits = limits
         self.clock = clock
         self._sleep = sleep
