@@ -329,7 +329,7 @@ class Daemon:
             return
         from draftsync.push.queue import Pusher
 
-        pusher = Pusher(s, self.catalog, should_stop=self.stop.is_set)
+        pusher = Pusher(s, self.catalog, should_stop=self.stop.is_set, neardups=self.neardups)
         self.pusher = pusher
         self.scheduler.add_job(pusher.window, cron(s.push.schedule, s.push.tz()), id="push", coalesce=True,
                                max_instances=1, misfire_grace_time=None)  # fmt: skip

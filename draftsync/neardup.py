@@ -5,6 +5,7 @@ origin detection (TikTok exports), and the groups `draftsync dupes` lists. A lin
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ class NearDups:
         self.should_stop = should_stop
         self.index = Index()
         self._sigs: dict[str, Signature] = {}
+        self._lock = threading.Lock()  # the backfill job and a push window may sign at the same time
         for h, data in catalog.signatures(VERSION):
             sig = Signature.from_json(json.loads(data))
             self.index.add(h, sig)
@@ -34,11 +36,12 @@ class NearDups:
     def backfill(self, limit: int = 50) -> int:
         """Sign up to `limit` videos that have no signature yet, linking each as it is signed."""
         done = 0
-        for v in self.catalog.unsigned(VERSION, limit):
-            if self.should_stop():
-                break
-            self.sign(v)
-            done += 1
+        with self._lock:
+            for v in self.catalog.unsigned(VERSION, limit):
+                if self.should_stop():
+                    break
+                self.sign(v)
+                done += 1
         return done
 
     def sign(self, v: VideoRecord) -> list[tuple[str, float]]:

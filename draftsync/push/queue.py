@@ -194,6 +194,7 @@ class Pusher:
         limits: Limits = Limits(),
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
+        neardups: Any = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -208,6 +209,7 @@ class Pusher:
         self.lock = StateLock(settings.state.dir, "push")
         self.archive_root = settings.archive.root
         self._report = WindowReport()
+        self._neardups = neardups  # the daemon shares its own; a CLI run builds one when needed
 
     def sleep(self, seconds: float) -> None:
         """Bounded, stop-aware wait."""
@@ -260,11 +262,13 @@ class Pusher:
         ]  # fmt: skip
         if fresh and persist:
             # Compare each candidate with the archive before it can be pushed (no push loops).
-            from draftsync.archive import Archive
-            from draftsync.neardup import NearDups
+            if self._neardups is None:
+                from draftsync.archive import Archive
+                from draftsync.neardup import NearDups
 
-            nd = NearDups(self.catalog, Archive(self.archive_root, self.settings.archive.layout), self.should_stop)
-            nd.backfill(limit=len(fresh) + 50)
+                archive = Archive(self.archive_root, self.settings.archive.layout)
+                self._neardups = NearDups(self.catalog, archive, self.should_stop)
+            self._neardups.backfill(limit=len(fresh) + 50)
         for v in fresh:
             problem = self.duplicate_problem(v) or media_problem(v)
             out.append((v, problem))
