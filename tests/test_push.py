@@ -524,3 +524,25 @@ def test_selection_rules_filter_by_label_and_orientation(env: Env, fake: FakeSer
     p, cat = pusher(s)
     p.window()
     assert cat.push_rows() == []
+
+
+def test_an_unknown_publish_id_on_status_restarts_the_item(env: Env, fake: FakeServer) -> None:
+    s = push_env(env, fake)
+    give_token(s, fake)
+    archive_videos(s, env, 1)
+    fake.state.faults.append(Fault("/v2/post/publish/status/fetch/", 1, status=400,
+                                   body={"data": {}, "error": {"code": "invalid_publish_id", "message": "", "log_id": "L9"}}))  # fmt: skip
+    p, cat = pusher(s)
+    p.window()
+    (row,) = cat.push_rows()
+    assert row["state"] == "queued" and row["remote_id"] is None and "restarting" in row["reason"]
+
+
+def test_a_wrong_client_secret_is_reported_without_the_secret(env: Env, fake: FakeServer) -> None:
+    s = push_env(env, fake)
+    fake.state.clients["ck_test"] = "a-different-secret"
+    req = authorize_request(s)
+    code = parse_redirect(httpx.get(req.url).headers["Location"], req.state)
+    with pytest.raises(AuthError, match="invalid_client") as e:
+        TokenStore(s).exchange(code, req.verifier, req.redirect_uri)
+    assert "cs_test_secret_value" not in str(e.value)
