@@ -365,6 +365,12 @@ class Catalog:
         )
         return [_row_to_video(r) for r in rows]
 
+    def any_unsigned(self) -> bool:
+        """Cheap check before loading the signature machinery at all."""
+        return bool(
+            self._q("SELECT 1 FROM videos v LEFT JOIN signatures s ON s.hash = v.hash WHERE s.hash IS NULL LIMIT 1")
+        )
+
     def save_signature(self, hash: str, version: int, data: str | None, error: str | None) -> None:
         with self.tx() as db:
             db.execute(

@@ -448,9 +448,11 @@ def scan_once(settings: Settings, progress: Any = None, compare: bool = True) ->
                 list(ex.map(one, ready))
         finally:
             signal.signal(signal.SIGINT, prev)
-        from draftsync.neardup import NearDups
+        signed = 0
+        if compare and not stop.is_set() and catalog.any_unsigned():
+            from draftsync.neardup import NearDups  # numpy and PyAV load only when there is work
 
-        signed = 0 if stop.is_set() or not compare else NearDups(catalog, archive, stop.is_set).backfill(limit=10**9)
+            signed = NearDups(catalog, archive, stop.is_set).backfill(limit=10**9)
         summary = {
             "signed": signed,
             "candidates": len(ready), "archived": pipeline.counts.get("archived", 0),
