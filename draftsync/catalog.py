@@ -433,12 +433,13 @@ class Catalog:
         return dict(rows[0]) if rows else None
 
     def update_root(self, path: str, **fields: Any) -> None:
-        allowed = {"mode", "health", "detail", "last_event", "last_rescan"}
-        fields = {k: v for k, v in fields.items() if k in allowed}
+        bad = set(fields) - {"mode", "health", "detail", "last_event", "last_rescan"}
+        if bad:
+            raise ValueError(f"unknown root fields {bad}")
+        sets = "".join(f"{k}=?, " for k in fields)
         with self.tx() as db:
             db.execute("INSERT OR IGNORE INTO roots(path, updated) VALUES(?, ?)", (path, time.time()))
-            for k, v in fields.items():
-                db.execute(f"UPDATE roots SET {k}=?, updated=? WHERE path=?", (v, time.time(), path))
+            db.execute(f"UPDATE roots SET {sets}updated=? WHERE path=?", (*fields.values(), time.time(), path))
 
     def roots(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._q("SELECT * FROM roots ORDER BY path")]

@@ -184,7 +184,7 @@ class Daemon:
         for p in s.watch.paths:
             w = RootWatch(
                 str(p), self.rules, self.settler, recursive=s.watch.recursive, force_polling=s.watch.polling,
-                poll_seconds=s.watch.poll_seconds, on_gone=self._gone,
+                poll_seconds=s.watch.poll_seconds,
             )  # fmt: skip
             w.start()
             self.watches.append(w)
@@ -335,9 +335,6 @@ class Daemon:
                                max_instances=1, misfire_grace_time=None)  # fmt: skip
         # A window missed while we were down runs once now (coalesced), and interrupted uploads resume.
         self.scheduler.add_job(pusher.startup, id="push-startup", next_run_time=_now_dt())
-
-    def _gone(self, path: str) -> None:
-        pass  # deletions are reconciled by the rescan; the archive never follows them
 
     # --- status ----------------------------------------------------------------------------------
 

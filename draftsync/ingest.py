@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from draftsync import log
 from draftsync.archive import (
@@ -224,7 +224,7 @@ class Ingestor:
             if data is not None:
                 rec = record_from_sidecar(data, video.archive_path)
                 merged = _merge_sources(rec.sources, sighting)
-                if len(merged) != len(rec.sources) or merged != rec.sources:
+                if merged != rec.sources:
                     rec.sources = merged
                     self.archive.write_sidecar(rec)
         _log.info("already archived", path=sighting.path, hash=digest, reason=why,
@@ -244,10 +244,6 @@ def _read_error(e: OSError, path: str) -> ItemError:
     if isinstance(e, FileNotFoundError):
         return SourceGone(f"{path} vanished while it was read", path)
     return SourceUnreadable(f"cannot read {path}: {e.strerror or e}", path)
-
-
-def archive_root_ready(root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
 
 
 def describe_archived(settings: Settings, archive: Archive, rel: str) -> VideoRecord | None:

@@ -50,7 +50,7 @@ class NearDups:
             sig = compute(path)
         except ValueError as e:
             self.catalog.save_signature(v.hash, VERSION, None, str(e))
-            self._update_sidecar(v, {"perceptual": None, "perceptual_error": str(e)})
+            self.archive.update_sidecar(v.archive_path, {"perceptual": None, "perceptual_error": str(e)})
             return []
         except Exception as e:  # a media library fault must not stop the backfill
             self.catalog.save_signature(v.hash, VERSION, None, f"{type(e).__name__}: {e}")
@@ -70,11 +70,11 @@ class NearDups:
         }
         if origin_of:
             fields["origin_of"] = origin_of
-        self._update_sidecar(v, fields)
+        self.archive.update_sidecar(v.archive_path, fields)
         for other, _ in matches:
             ov = self.catalog.video(other)
             if ov is not None:
-                self._update_sidecar(ov, {"near_duplicates": self._described(other)})
+                self.archive.update_sidecar(ov.archive_path, {"near_duplicates": self._described(other)})
         if matches:
             _log.info("near-duplicates linked", hash=v.hash, archive_path=v.archive_path,
                       matches=[m[0] for m in matches], origin=origin)  # fmt: skip
@@ -100,9 +100,6 @@ class NearDups:
             if o is not None:
                 out.append({"hash": other, "archive_path": o.archive_path, "similarity": round(sim, 3)})
         return out
-
-    def _update_sidecar(self, v: VideoRecord, fields: dict[str, Any]) -> None:
-        self.archive.update_sidecar(v.archive_path, fields)
 
 
 def groups(catalog: Catalog) -> list[dict[str, Any]]:

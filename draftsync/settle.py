@@ -61,7 +61,7 @@ class IgnoreRules:
         dot = name.rfind(".")
         if dot <= 0 or name[dot:].lower() not in self.extensions:
             return False
-        if _TEMP.search(name) is not None:
+        if is_temp_name(name):
             return False
         return not self.extra or not any(fnmatch.fnmatch(name, p) for p in self.extra)
 

@@ -202,10 +202,9 @@ class _Handler(FileSystemEventHandler):
             w.settler.forget(src)
             if w.wanted(dest):
                 w.settler.observe(dest)
-            w.on_gone(src)
         elif isinstance(event, FileDeletedEvent):
+            # Deletions are only noted by the rescan (sources marked gone); the archive never follows them.
             w.settler.forget(src)
-            w.on_gone(src)
         elif not w.wanted(src):
             return
         elif isinstance(event, FileModifiedEvent) and w.mode == "inotify":
@@ -226,7 +225,6 @@ class RootWatch:
     recursive: bool = True
     force_polling: bool = False
     poll_seconds: float = 10.0
-    on_gone: Callable[[str], None] = lambda p: None
     mode: str = "stopped"  # inotify | polling | missing | stopped
     health: str = "starting"
     detail: str = ""
