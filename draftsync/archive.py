@@ -12,7 +12,6 @@ import errno
 import json
 import os
 import re
-import secrets
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from string import Formatter
 from typing import Any, BinaryIO
 
+from draftsync.atomic import AtomicFile, is_temp
 from draftsync.catalog import SourceSighting, VideoRecord
 from draftsync.config import LabelRule
 from draftsync.errors import Abandoned, ArchiveFull, ItemError
@@ -29,8 +29,6 @@ from draftsync.fingerprint import READ_CHUNK, MediaFacts, hash_file, short
 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = 1
-TEMP_PREFIX = ".draftsync-"
-TEMP_SUFFIX = ".part"
 MAX_NAME_BYTES = 200
 
 # --- path template -------------------------------------------------------------------------------
@@ -171,95 +169,35 @@ def free_bytes(path: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def is_temp(name: str) -> bool:
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
-
-
-class AtomicFile:
-    """A temp file in the target folder: write, `commit()` (fsync, link into place, fsync the folder).
-
-    `replace=False` links without replacing (EEXIST if the name is taken): videos are never overwritten.
-    On any exit without commit the temp file is removed, so nothing partial is ever left under a
-    final name. A disk-full error becomes ArchiveFull.
-    """
+class ArchiveFile(AtomicFile):
+    """The atomic file, with failures told in the archive's terms: a full disk pauses ingest
+    (ArchiveFull), anything else is a per-item error."""
 
     def __init__(self, target_dir: Path, *, mode: int = 0o644) -> None:
-        self.dir = target_dir
         try:
-            target_dir.mkdir(parents=True, exist_ok=True)
-            self.tmp = target_dir / f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
-            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+            super().__init__(target_dir, mode=mode)
         except OSError as e:
             raise _write_error(e, target_dir) from None
-        self.f: BinaryIO = os.fdopen(fd, "wb", buffering=0)
-        self.done = False
 
     def write(self, data: bytes | memoryview) -> None:
         try:
-            view = memoryview(data)
-            while view:
-                n = self.f.write(view)
-                view = view[n or 0 :]
+            super().write(data)
         except OSError as e:
             raise _write_error(e, self.dir) from None
 
     def sync(self) -> None:
         try:
-            os.fsync(self.f.fileno())
+            super().sync()
         except OSError as e:
             raise _write_error(e, self.dir) from None
 
     def commit(self, final: Path, *, replace: bool) -> None:
-        if not self.f.closed:  # a retry under another name after EEXIST finds it closed already
-            self.sync()
-            self.f.close()
         try:
-            if replace:
-                os.replace(self.tmp, final)
-            else:
-                try:
-                    os.link(self.tmp, final)  # fails with EEXIST: never replaces
-                except OSError as e:
-                    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                        raise
-                    # Filesystems without hard links (some SMB/FUSE): check, then rename.
-                    if os.path.lexists(final):
-                        raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
-                    os.rename(self.tmp, final)
-                self._unlink_tmp()
-            fsync_dir(self.dir)
+            super().commit(final, replace=replace)
         except FileExistsError:
             raise
         except OSError as e:
             raise _write_error(e, self.dir) from None
-        self.done = True
-
-    def _unlink_tmp(self) -> None:
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
-
-    def abort(self) -> None:
-        if not self.f.closed:
-            self.f.close()
-        self._unlink_tmp()
-        self.done = True
-
-    def __enter__(self) -> AtomicFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self.done:
-            self.abort()
 
 
 def _write_error(e: OSError, where: Path) -> Exception:
@@ -270,7 +208,7 @@ def _write_error(e: OSError, where: Path) -> Exception:
 
 def write_json_atomic(path: Path, data: dict[str, Any], *, replace: bool = True) -> None:
     body = (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
-    with AtomicFile(path.parent) as f:
+    with ArchiveFile(path.parent) as f:
         f.write(body)
         f.commit(path, replace=replace)
 
@@ -343,7 +281,7 @@ def record_from_sidecar(data: dict[str, Any], archive_path: str) -> VideoRecord:
 class CopyResult:
     digest: str
     size: int
-    temp: AtomicFile
+    temp: ArchiveFile
 
 
 @dataclass
@@ -368,7 +306,7 @@ class Archive:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> CopyResult:
         """Copy `src` into a temp file in `target_dir`, hashing in the same pass; fsync'd, not placed."""
-        tmp = AtomicFile(target_dir)
+        tmp = ArchiveFile(target_dir)
         try:
             buf = bytearray(READ_CHUNK)
             view = memoryview(buf)
@@ -391,7 +329,7 @@ class Archive:
             raise
         return CopyResult("blake3:" + hasher.hexdigest(), n, tmp)
 
-    def place(self, tmp: AtomicFile, rel: str, digest: str, size: int) -> tuple[str, bool]:
+    def place(self, tmp: ArchiveFile, rel: str, digest: str, size: int) -> tuple[str, bool]:
         """Link the verified temp under `rel`, adding a suffix on a clash with other content.
 
         Returns (final relative path, adopted): adopted is True when the same content was already

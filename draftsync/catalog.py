@@ -9,6 +9,7 @@ cache of the archive: `reindex` rebuilds it from the sidecars.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -16,12 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from draftsync.errors import ConfigError
 
-SCHEMA_VERSION = 3
+if TYPE_CHECKING:
+    from draftsync.problems import Problem
 
+# Migrations run in key order; numbers may have gaps (each feature takes its own number), and a catalog
+# records the highest one applied.
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
@@ -121,7 +125,24 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX near_dupes_b ON near_dupes(b);
     """,
+    4: """
+    CREATE TABLE problems(
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        message TEXT NOT NULL,
+        since REAL NOT NULL
+    );
+    """,
 }
+SCHEMA_VERSION = max(_MIGRATIONS)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create the state dir (and parents) as 0700; an existing dir keeps the mode its owner chose."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
 
 
 @dataclass
@@ -172,7 +193,9 @@ class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
+            # The catalog holds source paths and push state: readable by its owner only, from creation.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as e:
             raise ConfigError(f"cannot open the catalog {path}: {e}") from None
@@ -226,7 +249,7 @@ class Catalog:
                 raise ConfigError(
                     f"the catalog {self.path} was written by a newer draftsync (schema {version}); upgrade draftsync"
                 )
-            for v in range(version + 1, SCHEMA_VERSION + 1):
+            for v in sorted(k for k in _MIGRATIONS if k > version):
                 for stmt in _MIGRATIONS[v].split(";"):
                     if stmt.strip():
                         db.execute(stmt)
@@ -460,6 +483,25 @@ class Catalog:
             (limit,),
         )
         return [dict(r) for r in rows]
+
+    # --- problems --------------------------------------------------------------------------------
+
+    def set_problem(self, p: Problem) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO problems(key, kind, severity, message, since) VALUES(?,?,?,?,?)",
+                (p.key, p.kind, p.severity, p.message, p.since),
+            )
+
+    def clear_problem(self, key: str) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM problems WHERE key=?", (key,))
+
+    def problems(self) -> list[Problem]:
+        from draftsync.problems import Problem
+
+        rows = self._q("SELECT key, kind, message, severity, since FROM problems ORDER BY since, key")
+        return [Problem(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     # --- push (issue: push stage) ----------------------------------------------------------------
 

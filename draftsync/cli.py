@@ -310,6 +310,10 @@ def status_data(settings: Settings) -> dict[str, Any]:
             ],
             "catalog": {"path": str(settings.catalog_path), "bytes": _db_size(settings)},
             "perceptual": catalog.signature_counts(VERSION),
+            "problems": [
+                {"key": p.key, "kind": p.kind, "severity": p.severity, "message": p.message, "since": p.since}
+                for p in catalog.problems()
+            ],
         }  # fmt: skip
         if not running:
             for r in data["roots"]:
@@ -346,6 +350,8 @@ def _status(settings: Settings, as_json: bool) -> int:
     a = d["archive"]
     print(f"archive:     {a['root']}: {a['videos']} videos, {_size(a['bytes'])}"
           + (f", {a['probe_errors']} not decodable" if a["probe_errors"] else ""))  # fmt: skip
+    for pr in d["problems"]:
+        print(f"PROBLEM:     {pr['message']} (since {_when(pr['since'])})")
     print(f"last ingest: {_when(d['last_ingest'])}")
     le = d["last_error"]
     print(f"last error:  {_when(le['at']) + ': ' + le['message'] if le else 'none'}")

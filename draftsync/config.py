@@ -11,10 +11,11 @@ import re
 import tomllib
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -44,6 +45,16 @@ def _state_home() -> Path:
 
 def _expand(p: Path) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(str(p))))
+
+
+def _check_cron(v: str) -> str:
+    from draftsync.schedule import parse
+
+    return parse(v).text  # ValueError names the field and what is wrong
+
+
+# A cron expression as crontab(5) reads it (0 and 7 = Sunday), checked when the config loads.
+CronExpr = Annotated[str, AfterValidator(_check_cron)]
 
 
 class Section(BaseModel):
@@ -84,7 +95,7 @@ class ArchiveConfig(Section):
     layout: str = "{year}/{month}/{label}/{date}_{time}_{hash8}{ext}"
     default_label: str = "camera"
     timezone: str = "local"
-    scrub_schedule: str = "0 4 * * 0"
+    scrub_schedule: CronExpr = "0 4 * * 0"
     scrub_fraction: float = Field(0.25, gt=0, le=1)
     # Ingest pauses rather than fill the archive disk to the last byte.
     min_free_mib: int = Field(64, ge=0)
@@ -180,7 +191,7 @@ class SelectRule(Section):
 class PushConfig(Section):
     enabled: bool = False
     backend: Literal["tiktok", "postforme", "dry-run"] = "tiktok"
-    schedule: str = "0 9 * * *"
+    schedule: CronExpr = "0 9 * * *"
     timezone: str = "local"
     max_per_run: int = Field(5, ge=1, le=100)
     max_per_day: int = Field(5, ge=1, le=100)

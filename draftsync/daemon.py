@@ -18,19 +18,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from draftsync import log
+from draftsync import log, schedule
 from draftsync.archive import Archive, free_bytes
-from draftsync.catalog import Catalog
+from draftsync.catalog import Catalog, make_private_dir
 from draftsync.config import Settings
 from draftsync.errors import Abandoned, ArchiveFull, ConfigError, ItemError, SourceChanged, SourceGone
 from draftsync.ingest import Ingestor, Outcome
 from draftsync.integrity import scrub
 from draftsync.lock import StateLock
 from draftsync.notify import Notifier
+from draftsync.problems import Problems
+from draftsync.runtime import Runtime, Service
 from draftsync.settle import IgnoreRules, Settler
+from draftsync.supervise import Supervisor
 from draftsync.watch import RootWatch, walk_files
 
 _log = log.get("draftsync.daemon")
@@ -43,9 +45,10 @@ def ignore_rules(settings: Settings) -> IgnoreRules:
     return IgnoreRules(frozenset(settings.watch.extensions), tuple(settings.watch.ignore))
 
 
-def cron(expr: str, tz: Any) -> CronTrigger:
+def cron(expr: str, tz: Any) -> Any:
+    """An APScheduler trigger for a crontab(5) expression (config load has already checked it)."""
     try:
-        return CronTrigger.from_crontab(expr, timezone=tz)
+        return schedule.trigger(expr, tz)
     except ValueError as e:
         raise ConfigError(f"invalid cron expression {expr!r}: {e}") from None
 
@@ -62,6 +65,7 @@ class Pipeline:
     retries: dict[str, tuple[float, int]] = field(default_factory=dict)
     paused_until_space: int = 0  # bytes needed; 0 when not paused
     counts: dict[str, int] = field(default_factory=dict)
+    on_archived: Callable[[Outcome], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -109,6 +113,8 @@ class Pipeline:
             self.retries.pop(path, None)
         if out.kind == "skipped":
             _log.info("skipped", path=path, reason=out.detail)
+        if out.kind == "archived" and self.on_archived is not None:
+            self.on_archived(out)
         return out
 
     def space_back(self) -> bool:
@@ -146,19 +152,24 @@ class Daemon:
         self.in_flight: set[str] = set()
         self.threads: list[threading.Thread] = []
         self.scheduler = BackgroundScheduler(timezone=settings.archive.tz())
+        self.supervisor = Supervisor()
         self.watches: list[RootWatch] = []
+        self.services: list[Service] = []
         self.started = time.time()
         self._flight_lock = threading.Lock()
+        self._dead_reported = False
 
     # --- start-up ------------------------------------------------------------------------------------
 
     def prepare_folders(self) -> None:
         """Create the folders of the embedded default (and any missing archive/state dir) and name them."""
         s = self.settings
-        for p in [s.archive.root, s.state.dir]:
-            if not p.exists():
-                p.mkdir(parents=True, exist_ok=True)
-                _log.info("created folder", path=str(p))
+        if not s.state.dir.exists():
+            make_private_dir(s.state.dir)
+            _log.info("created folder", path=str(s.state.dir))
+        if not s.archive.root.exists():
+            s.archive.root.mkdir(parents=True, exist_ok=True)
+            _log.info("created folder", path=str(s.archive.root))
         for p in s.watch.paths:
             if not p.exists() and p == type(s.watch)().paths[0]:
                 p.mkdir(parents=True, exist_ok=True)
@@ -170,7 +181,9 @@ class Daemon:
         self.lock.acquire("start the daemon")
         self.catalog = Catalog(s.catalog_path)
         self.archive = Archive(s.archive.root, s.archive.layout)
-        self.pipeline = Pipeline(s, self.catalog, self.archive, self.stop)
+        self.problems = Problems(self.catalog)
+        self.rt = Runtime(s, self.catalog, self.archive, self.problems, self.supervisor, self.scheduler, self.stop)
+        self.pipeline = Pipeline(s, self.catalog, self.archive, self.stop, on_archived=self._archived)
         removed = self.archive.sweep_temps()
         if removed:
             _log.info("removed partial copies left by an earlier stop", count=len(removed))
@@ -191,24 +204,26 @@ class Daemon:
         self._publish_roots()
 
         for i in range(WORKERS):
-            t = threading.Thread(target=self._worker, name=f"ingest-{i}", daemon=True)
-            t.start()
-            self.threads.append(t)
-        loop = threading.Thread(target=self._settle_loop, name="settle", daemon=True)
-        loop.start()
+            # A worker beats between files; one file may take long (a 4 GB copy to a slow USB disk).
+            lp = self.supervisor.spawn(f"ingest-{i}", self._work_one, self.stop, interval=0, max_silence=1800)
+            assert lp.thread is not None
+            self.threads.append(lp.thread)
+        self.supervisor.spawn("settle", self._settle_once, self.stop, interval=0.25, max_silence=120)
 
-        self.scheduler.add_job(self.rescan, IntervalTrigger(minutes=s.watch.rescan_minutes), id="rescan",
-                               coalesce=True, max_instances=1, next_run_time=_now_dt())  # fmt: skip
-        self.scheduler.add_job(self.supervise, IntervalTrigger(seconds=5), id="supervise", coalesce=True,
-                               max_instances=1)  # fmt: skip
-        self.scheduler.add_job(self._scrub, cron(s.archive.scrub_schedule, s.archive.tz()), id="scrub",
-                               coalesce=True, max_instances=1, misfire_grace_time=3600)  # fmt: skip
+        rt = self.rt
+        rt.add_job("rescan", self.rescan, IntervalTrigger(minutes=s.watch.rescan_minutes),
+                   max_silence=s.watch.rescan_minutes * 60 * 2 + 3600, next_run_time=_now_dt())  # fmt: skip
+        # The 5 s supervision job also proves the scheduler thread itself is alive.
+        rt.add_job("supervise", self.supervise, IntervalTrigger(seconds=5), max_silence=120)
+        rt.add_job("scrub", self._scrub, cron(s.archive.scrub_schedule, s.archive.tz()), misfire_grace_time=3600)
         from draftsync.neardup import NearDups
 
         self.neardups = NearDups(self.catalog, self.archive, self.stop.is_set)
-        self.scheduler.add_job(self.neardups.backfill, IntervalTrigger(seconds=15), id="signatures", coalesce=True,
-                               max_instances=1, next_run_time=_now_dt())  # fmt: skip
+        rt.add_job("signatures", self.neardups.backfill, IntervalTrigger(seconds=15), max_silence=6 * 3600,
+                   next_run_time=_now_dt())  # fmt: skip
         self._add_push_job()
+        for svc in self.services:
+            svc.start(rt)
         self.scheduler.start()
         self.notifier.ready(self._status_line())
         _log.info("ready", watch_modes={w.root: w.mode for w in self.watches})
@@ -228,6 +243,11 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
         except Exception:
             pass
+        for svc in reversed(self.services):
+            try:
+                svc.stop()
+            except Exception as e:
+                _log.exception("service did not stop cleanly", service=svc.name, error=str(e))
         for w in self.watches:
             w.stop()
         for t in self.threads:
@@ -240,16 +260,14 @@ class Daemon:
 
     # --- loops -----------------------------------------------------------------------------------
 
-    def _settle_loop(self) -> None:
-        while not self.stop.is_set():
-            if self.pipeline.paused_until_space and not self.pipeline.space_back():
-                self.stop.wait(5.0)
-                continue
-            for p in self.pipeline.due_retries():
-                self.settler.observe(p, age=self.settings.watch.settle_seconds)
-            for path in self.settler.ready():
-                self._enqueue(path)
-            self.stop.wait(0.25)
+    def _settle_once(self) -> None:
+        if self.pipeline.paused_until_space and not self.pipeline.space_back():
+            self.stop.wait(5.0)
+            return
+        for p in self.pipeline.due_retries():
+            self.settler.observe(p, age=self.settings.watch.settle_seconds)
+        for path in self.settler.ready():
+            self._enqueue(path)
 
     def _enqueue(self, path: str) -> None:
         with self._flight_lock:
@@ -265,25 +283,24 @@ class Daemon:
             except queue.Full:
                 continue
 
-    def _worker(self) -> None:
-        while not self.stop.is_set():
-            try:
-                path = self.work.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                if self.pipeline.paused_until_space:
-                    self.pipeline.retries[path] = (time.monotonic(), 0)
-                    continue
-                self.pipeline.handle(path, self.settler.observe)
-            except Abandoned:
-                _log.info("copy abandoned for shutdown; nothing partial left", path=path)
-            except Exception as e:  # a bug in one file's handling must not kill the worker
-                _log.exception("unexpected error", path=path, error=str(e))
-                self.pipeline.retries[path] = (time.monotonic() + RETRY_DELAYS[-1], 0)
-            finally:
-                with self._flight_lock:
-                    self.in_flight.discard(path)
+    def _work_one(self) -> None:
+        try:
+            path = self.work.get(timeout=0.5)
+        except queue.Empty:
+            return
+        try:
+            if self.pipeline.paused_until_space:
+                self.pipeline.retries[path] = (time.monotonic(), 0)
+                return
+            self.pipeline.handle(path, self.settler.observe)
+        except Abandoned:
+            _log.info("copy abandoned for shutdown; nothing partial left", path=path)
+        except Exception as e:  # a bug in one file's handling must not kill the worker
+            _log.exception("unexpected error", path=path, error=str(e))
+            self.pipeline.retries[path] = (time.monotonic() + RETRY_DELAYS[-1], 0)
+        finally:
+            with self._flight_lock:
+                self.in_flight.discard(path)
 
     # --- jobs ------------------------------------------------------------------------------------
 
@@ -331,10 +348,17 @@ class Daemon:
 
         pusher = Pusher(s, self.catalog, should_stop=self.stop.is_set, neardups=self.neardups)
         self.pusher = pusher
-        self.scheduler.add_job(pusher.window, cron(s.push.schedule, s.push.tz()), id="push", coalesce=True,
-                               max_instances=1, misfire_grace_time=None)  # fmt: skip
+        self.rt.add_job("push", pusher.window, cron(s.push.schedule, s.push.tz()), misfire_grace_time=None)
         # A window missed while we were down runs once now (coalesced), and interrupted uploads resume.
-        self.scheduler.add_job(pusher.startup, id="push-startup", next_run_time=_now_dt())
+        self.rt.add_job("push-startup", pusher.startup, None, next_run_time=_now_dt())
+
+    def _archived(self, out: Outcome) -> None:
+        """Tell the hosted services about a newly archived video."""
+        if out.hash is None:
+            return
+        v = self.catalog.video(out.hash)
+        if v is not None:
+            self.rt.archived(v)
 
     # --- status ----------------------------------------------------------------------------------
 
@@ -346,7 +370,18 @@ class Daemon:
         )
 
     def _heartbeat(self) -> None:
-        self.notifier.watchdog()
+        dead = self.supervisor.dead()
+        if dead:
+            # Stop feeding systemd's watchdog: a restarted daemon beats a deaf one kept alive.
+            if not self._dead_reported:
+                self.problems.report("loop_dead", "loop_dead", "internal loop(s) stopped: " + "; ".join(dead)
+                                     + "; the daemon stops feeding the watchdog so that systemd restarts it")  # fmt: skip
+                self._dead_reported = True
+        else:
+            self.notifier.watchdog()
+            if self._dead_reported:
+                self.problems.resolve("loop_dead")
+                self._dead_reported = False
         self.notifier.status(self._status_line())
         self.catalog.set_meta(
             "daemon",
@@ -354,6 +389,7 @@ class Daemon:
                 "pid": os.getpid(), "started": self.started, "heartbeat": time.time(),
                 "settling": len(self.settler), "queued": self.work.qsize(), "in_flight": len(self.in_flight),
                 "paused_archive_full": bool(self.pipeline.paused_until_space), "counts": self.pipeline.counts,
+                "dead_loops": dead,
             }),
         )  # fmt: skip
         self._publish_roots()

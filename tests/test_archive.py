@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from draftsync.archive import (
     Archive,
-    AtomicFile,
+    ArchiveFile,
     choose_label,
     glob_match,
     layout_fields,
@@ -113,7 +113,7 @@ def test_labels_first_match_wins_with_paths_names_and_media_facts() -> None:
 def test_atomic_file_never_replaces_an_existing_file(tmp_path: Path) -> None:
     final = tmp_path / "v.mp4"
     final.write_bytes(b"original")
-    with AtomicFile(tmp_path) as f:
+    with ArchiveFile(tmp_path) as f:
         f.write(b"new")
         with pytest.raises(FileExistsError):
             f.commit(final, replace=False)
@@ -137,12 +137,12 @@ def test_place_adds_a_suffix_for_other_content_and_adopts_the_same(tmp_path: Pat
 
     data = b"our content"
     digest = "blake3:" + blake3.blake3(data).hexdigest()
-    t = AtomicFile(tmp_path / "d")
+    t = ArchiveFile(tmp_path / "d")
     t.write(data)
     rel, adopted = arch.place(t, "d/v.mp4", digest, len(data))
     assert (rel, adopted) == ("d/v_1.mp4", False)
     assert (tmp_path / "d" / "v.mp4").read_bytes() == b"other content"
-    t2 = AtomicFile(tmp_path / "d")
+    t2 = ArchiveFile(tmp_path / "d")
     t2.write(data)
     rel2, adopted2 = arch.place(t2, "d/v.mp4", digest, len(data))
     assert (rel2, adopted2) == ("d/v_1.mp4", True)
@@ -182,7 +182,7 @@ def test_disk_full_raises_archive_full_and_leaves_nothing(tiny_fs: Path | None, 
 
         monkeypatch.setattr(os, "write", full)
         del real_write
-    with pytest.raises(ArchiveFull, match="full"), AtomicFile(target / "2026") as f:
+    with pytest.raises(ArchiveFull, match="full"), ArchiveFile(target / "2026") as f:
         for _ in range(4):
             f.write(b"\x01" * 512 * 1024)
     leftovers = [p for p in target.rglob("*") if p.is_file()]

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import httpx
 
 from draftsync import log
-from draftsync.archive import write_json_atomic
+from draftsync.atomic import write_atomic
 from draftsync.config import Settings
 from draftsync.errors import AuthError, ConfigError, PushError
 
@@ -166,8 +166,8 @@ class TokenStore:
 
     def save(self, token: Token) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_json_atomic(self.path, token.to_dict(), replace=True)
-        os.chmod(self.path, 0o600)
+        # 0600 from the moment the file exists: the token is never readable by others, not even briefly.
+        write_atomic(self.path, (json.dumps(token.to_dict(), indent=2) + "\n").encode(), mode=0o600)
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:

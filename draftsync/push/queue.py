@@ -295,10 +295,10 @@ class Pusher:
 
     def startup(self) -> WindowReport:
         """At daemon start: finish what a crash interrupted, and run a window missed while down (once)."""
-        from apscheduler.triggers.cron import CronTrigger
+        from draftsync import schedule
 
         last = self.catalog.get_meta("push_last_window")
-        trigger = CronTrigger.from_crontab(self.settings.push.schedule, timezone=self.settings.push.tz())
+        trigger = schedule.trigger(self.settings.push.schedule, self.settings.push.tz())
         if last is not None:
             missed = trigger.get_next_fire_time(None, datetime.fromtimestamp(float(last), self.settings.push.tz()))
             if missed is not None and missed.timestamp() <= self.clock():

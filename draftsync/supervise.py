@@ -1,0 +1,121 @@
+"""Supervision: every long-lived loop of the daemon reports a heartbeat, an unexpected exception in one
+pass is logged with its traceback and the loop goes on, and `dead()` names the loops that stopped
+beating, so the systemd watchdog is fed only while all of them are alive (huey's check_worker_health
+habit: a deaf daemon is restarted, not kept alive).
+
+Time is injected (`clock`, monotonic by default) so tests decide what "too long" means without sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from draftsync import log
+
+_log = log.get("draftsync.supervise")
+
+
+@dataclass
+class Loop:
+    """One supervised loop: dead when it has not beaten for `max_silence` seconds, or its thread died."""
+
+    name: str
+    max_silence: float
+    clock: Callable[[], float]
+    last_beat: float = 0.0
+    errors: int = 0
+    last_error: str = ""
+    thread: threading.Thread | None = field(default=None, repr=False)
+    busy: str = ""  # what a long pass is doing, for the reason when it is declared dead
+
+    def beat(self) -> None:
+        self.last_beat = self.clock()
+
+    def silent_for(self, now: float | None = None) -> float:
+        return (self.clock() if now is None else now) - self.last_beat
+
+    def is_dead(self, now: float | None = None) -> bool:
+        if self.thread is not None and not self.thread.is_alive():
+            return True
+        return self.silent_for(now) > self.max_silence
+
+    def guard(self, body: Callable[[], object]) -> object:
+        """One pass of the loop: beats, and logs (never raises) an unexpected exception."""
+        self.beat()
+        try:
+            return body()
+        except Exception as e:
+            self.errors += 1
+            self.last_error = f"{type(e).__name__}: {e}"
+            _log.exception("unexpected error in a loop; it goes on", loop=self.name, error=self.last_error)
+            return None
+        finally:
+            self.beat()
+
+
+class Supervisor:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._loops: dict[str, Loop] = {}
+        self._lock = threading.Lock()
+
+    def register(self, name: str, max_silence: float) -> Loop:
+        loop = Loop(name, max_silence, self.clock)
+        loop.beat()
+        with self._lock:
+            self._loops[name] = loop
+        return loop
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._loops.pop(name, None)
+
+    def loops(self) -> list[Loop]:
+        with self._lock:
+            return list(self._loops.values())
+
+    def dead(self, now: float | None = None) -> list[str]:
+        """Names of loops that stopped (thread ended or silent too long), each with why."""
+        out = []
+        for lp in self.loops():
+            if lp.thread is not None and not lp.thread.is_alive():
+                out.append(f"{lp.name}: thread ended")
+            elif lp.is_dead(now):
+                what = f" while {lp.busy}" if lp.busy else ""
+                out.append(f"{lp.name}: silent for {lp.silent_for(now):.0f} s{what}")
+        return out
+
+    def spawn(
+        self,
+        name: str,
+        body: Callable[[], object],
+        stop: threading.Event,
+        *,
+        interval: float,
+        max_silence: float,
+    ) -> Loop:
+        """Run `body` every `interval` seconds on its own thread until `stop` is set, supervised."""
+        loop = self.register(name, max_silence)
+
+        def run() -> None:
+            while not stop.is_set():
+                loop.guard(body)
+                stop.wait(interval)
+
+        t = threading.Thread(target=run, name=name, daemon=True)
+        loop.thread = t
+        t.start()
+        return loop
+
+    def job(self, name: str, func: Callable[[], object], max_silence: float | None = None) -> Callable[[], None]:
+        """Wrap a scheduler job: exceptions are logged with a traceback. An interval job gives
+        `max_silence` and is declared dead when it stops running; a cron job (weekly) gives None."""
+        loop = self.register(name, max_silence) if max_silence is not None else Loop(name, float("inf"), self.clock)
+
+        def run() -> None:
+            loop.guard(func)
+
+        return run

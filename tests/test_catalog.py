@@ -1,0 +1,28 @@
+"""catalog: private from creation, migrations in order with gaps allowed."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from draftsync import catalog as cat_mod
+from draftsync.catalog import Catalog
+
+
+def test_a_new_state_dir_and_catalog_are_private(tmp_path: Path) -> None:
+    c = Catalog(tmp_path / "state" / "catalog.db")
+    c.set_meta("x", "y")
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    for name in ("catalog.db", "catalog.db-wal"):
+        assert stat.S_IMODE((tmp_path / "state" / name).stat().st_mode) == 0o600, name
+
+
+def test_migrations_apply_in_order_and_tolerate_gaps(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    Catalog(tmp_path / "c.db").close()
+    later = dict(cat_mod._MIGRATIONS)
+    later[cat_mod.SCHEMA_VERSION + 3] = "CREATE TABLE later_feature(x INTEGER)"
+    monkeypatch.setattr(cat_mod, "_MIGRATIONS", later)
+    monkeypatch.setattr(cat_mod, "SCHEMA_VERSION", max(later))
+    c = Catalog(tmp_path / "c.db")
+    assert c.get_meta("schema_version") == str(max(later))
+    assert c._q("SELECT name FROM sqlite_master WHERE name='later_feature'")
