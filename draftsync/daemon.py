@@ -28,9 +28,9 @@ from draftsync.errors import Abandoned, ArchiveFull, ConfigError, ItemError, Sou
 from draftsync.ingest import Ingestor, Outcome
 from draftsync.integrity import scrub
 from draftsync.lock import StateLock
-from draftsync.notify import Notifier
 from draftsync.problems import Problems
 from draftsync.runtime import Runtime, Service
+from draftsync.sdnotify import Notifier
 from draftsync.settle import IgnoreRules, Settler
 from draftsync.supervise import Supervisor
 from draftsync.watch import RootWatch, walk_files
