@@ -105,9 +105,9 @@ def test_a_dead_observer_is_restarted(tree: Path) -> None:
             e.stop()
             e.join(5)
         assert not w.alive()
-        assert w.check() is True  # restarted, rescan owed
+        assert w.check() == "the watcher stopped"  # restarted, rescan owed
         assert w.alive() and w.mode == "inotify"
-        assert w.check() is False
+        assert w.check() is None
     finally:
         w.stop()
 
@@ -129,9 +129,9 @@ def test_a_missing_root_is_reported_and_watched_again_when_it_returns(tmp_path: 
     w = RootWatch(str(root), RULES, Settler(0.2))
     w.start()
     assert (w.mode, w.health) == ("missing", "missing")
-    assert w.check() is False
+    assert w.check() is None
     root.mkdir()
-    assert w.check() is True
+    assert w.check() == "the folder reappeared"
     try:
         assert w.mode == "inotify" and w.health == "ok"
     finally:
