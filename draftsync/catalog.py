@@ -382,7 +382,7 @@ class Catalog:
         rows = self._q(
             "SELECT hash FROM sources WHERE dev=? AND inode=? AND size=? AND mtime_ns=? AND state='archived' "
             "AND hash IS NOT NULL LIMIT 1",
-            (dev, inode, size, mtime_ns),
+            (dev, inode, size, _dbi(mtime_ns)),
         )
         return rows[0][0] if rows else None
 
