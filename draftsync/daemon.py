@@ -283,14 +283,20 @@ class Daemon:
         self.problems = Problems(self.catalog)
         for why in config_mod.LOCAL_TZ_PROBLEM:
             _log.warning("time zone", detail=why)
-        # Conditions of the last run are looked at afresh.
+        # Conditions of the last run that are only noticed when they recur are cleared; the others (archive,
+        # folders, failing files) are looked at afresh below and cleared only if they no longer hold.
+        roots = {str(p) for p in s.watch.paths}
         for key in self.problems.active_keys():
-            if key.split(":")[0] in ("archive_full", "state_full", "loop_dead", "root_missing", "root_degraded",
-                                     "files_failing", "archive_missing"):  # fmt: skip
+            kind, _, where = key.partition(":")
+            if kind in ("archive_full", "state_full", "loop_dead") or (
+                kind in ("root_missing", "root_degraded") and where not in roots
+            ):
                 self.problems.resolve(key, "looked at afresh at start-up")
         self.guard = ArchiveGuard(s.archive.root, self.catalog, lock_owner=str(s.state.dir))
         missing = self.guard.check()
         self.guard.refuse_if_taken()
+        if missing is None:
+            self.problems.resolve("archive_missing")
         self.rt = Runtime(s, self.catalog, self.archive, self.problems, self.supervisor, self.scheduler, self.stop)
         self.pipeline = Pipeline(s, self.catalog, self.archive, self.stop, problems=self.problems, guard=self.guard,
                                  beat=self.supervisor.beat_current, on_archived=self._archived)  # fmt: skip
@@ -433,6 +439,8 @@ class Daemon:
                 self.work.put(path, timeout=0.5)
                 return
             except queue.Full:
+                # Workers busy with long copies: waiting here is progress, not a hung settle loop.
+                self.supervisor.beat_current()
                 continue
 
     def _work_one(self) -> None:

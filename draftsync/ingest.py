@@ -172,6 +172,10 @@ class Ingestor:
                                               beat=self.beat)  # fmt: skip
             except OSError as e:
                 raise _read_error(e, path) from None
+            except ArchiveFull as e:
+                # Ingest resumes when this much is free again, not at the first free byte.
+                e.needed = e.needed or st.st_size + self.settings.archive.min_free_mib * 1024 * 1024
+                raise
             after = Version.of(os.fstat(fd))
         try:
             again: Version | None = Version.of(os.stat(path, follow_symlinks=False))

@@ -127,9 +127,9 @@ def test_reindex_describes_videos_with_bad_sidecars_anew_and_keeps_the_bad_ones(
     assert filled.cli("verify").returncode == 0
 
 
-def test_verify_and_reindex_refuse_an_archive_that_is_not_there(filled: Env, tmp_path: Path) -> None:
+def test_verify_reindex_and_scan_refuse_an_archive_that_is_not_there(filled: Env, tmp_path: Path) -> None:
     filled.archive.rename(tmp_path / "unplugged")
-    for cmd in ("verify", "reindex"):
+    for cmd in ("verify", "reindex", "scan"):
         r = filled.cli(cmd)
         assert r.returncode == 1 and "does not exist: is its disk mounted?" in r.stderr, r.stderr
     assert not filled.archive.exists()
