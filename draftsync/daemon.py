@@ -350,10 +350,11 @@ class Daemon:
         for svc in self.services:
             svc.start(rt)
         self.scheduler.start()
+        self._heartbeat(notify=False)  # `status` sees a running daemon from the moment it says it is ready
         self.notifier.ready(self._status_line())
         _log.info("ready", watch_modes={w.root: w.mode for w in self.watches}, next_runs=self._next_runs())
 
-        next_ping = 0.0
+        next_ping = time.monotonic() + min(5.0, self.notifier.watchdog_interval or 5.0)
         while not self.stop.wait(1.0):
             if self.hup.is_set():
                 self.hup.clear()
@@ -612,7 +613,7 @@ class Daemon:
             out += [{"path": names.readable(p), "reason": "being archived"} for p in self.in_flight]
         return out
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, notify: bool = True) -> None:
         dead = self.supervisor.dead()
         if dead:
             # Stop feeding systemd's watchdog: a restarted daemon beats a deaf one kept alive.
@@ -621,11 +622,13 @@ class Daemon:
                                      + "; the daemon stops feeding the watchdog so that systemd restarts it")  # fmt: skip
                 self._dead_reported = True
         else:
-            self.notifier.watchdog()
+            if notify:
+                self.notifier.watchdog()
             if self._dead_reported:
                 self.problems.resolve("loop_dead")
                 self._dead_reported = False
-        self.notifier.status(self._status_line())
+        if notify:
+            self.notifier.status(self._status_line())
         p = self.pipeline.pause
         held = self.held()
         try:

@@ -513,7 +513,8 @@ def test_sighup_rereads_the_config_and_never_kills_the_daemon(
     wait_for(lambda: env.temps() or archived_hashes(env), 30, interval=0.01, what="the copy to start")
     d.proc.send_signal(signal.SIGHUP)
     wait_archived(env, big)
-    assert d.proc.poll() is None and d.logged("config reloaded")
+    wait_for(lambda: d.logged("config reloaded"), 20, what="the reload to be logged")
+    assert d.proc.poll() is None
     env.config.write_text(env.config.read_text().replace('level = "info"', 'level = "DEBUG"')
                           .replace("settle_seconds = 0.5", "settle_seconds = 2"))  # fmt: skip
     d.proc.send_signal(signal.SIGHUP)
