@@ -338,8 +338,9 @@ class Daemon:
         rt = self.rt
         rt.add_job("rescan", self.rescan, IntervalTrigger(minutes=s.watch.rescan_minutes),
                    max_silence=s.watch.rescan_minutes * 60 * 2 + 3600, next_run_time=_now_dt())  # fmt: skip
-        # The 5 s supervision job also proves the scheduler thread itself is alive.
-        rt.add_job("supervise", self.supervise, IntervalTrigger(seconds=5), max_silence=120)
+        # Every 2 s (stats and reads only): a dead watcher or a remounted share is watched again at once. The
+        # job also proves the scheduler thread itself is alive.
+        rt.add_job("supervise", self.supervise, IntervalTrigger(seconds=2), max_silence=120)
         rt.add_job("scrub", self._scrub, cron(s.archive.scrub_schedule, s.archive.tz()), misfire_grace_time=3600)
         from draftsync.neardup import NearDups
 
@@ -374,6 +375,7 @@ class Daemon:
             _log.error("config reload failed; the running configuration stays in force", error=str(e))
             return
         changed = _changed_keys(self.settings.model_dump(mode="json"), new.model_dump(mode="json"))
+        log.register_secrets(config_mod.secrets_of(new))
         applied = [k for k in changed if k.startswith("log.")]
         if applied:
             log.setup(new.log.level, new.log.format)
@@ -530,9 +532,12 @@ class Daemon:
                                  "treated as deleted", severity="warning")  # fmt: skip
 
     def supervise(self) -> None:
+        changed = False
         for w in self.watches:
             try:
+                before = (w.mode, w.health, w.detail)
                 why = w.check()
+                changed = changed or why is not None or before != (w.mode, w.health, w.detail)
                 if why is not None:
                     if why != "the folder reappeared":
                         self.problems.notice("watcher_restarted",
@@ -549,7 +554,8 @@ class Daemon:
             missing = self.guard.check()
             if missing is not None:
                 self.pipeline.pause_for(Pause("archive_missing", missing))
-        self._publish_roots()
+        if changed:
+            self._publish_roots()  # (the heartbeat publishes them every 5 s anyway)
 
     def _check_failing(self) -> None:
         n = self.catalog.failing_count(FAILING_AFTER)

@@ -474,7 +474,7 @@ def test_a_full_archive_disk_an_archive_out_of_inodes_and_a_full_state_disk_paus
     wait_for(lambda: "archive_full" in problems(env), 20, what="the archive_full problem")
     assert "inodes" in problems(env)["archive_full"]
     assert env.cli("status").returncode == 1
-    time.sleep(4)  # a few resume checks happen while paused (every 2 s)
+    time.sleep(2.5)  # resume checks happen while paused (every 2 s)
     shutil.rmtree(filler)
     wait_archived(env, first, second)
     wait_for(lambda: "archive_full" not in problems(env), 20, what="the problem to clear")
