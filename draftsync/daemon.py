@@ -551,9 +551,10 @@ class Daemon:
         except StateFull as e:
             self.pipeline.pause_for(Pause("state_full", str(e)))
         if self.pipeline.pause is None:
-            missing = self.guard.check()
-            if missing is not None:
-                self.pipeline.pause_for(Pause("archive_missing", missing))
+            try:
+                self.guard.require()  # a stat or three while nothing changed; a remount is a new lock file
+            except ArchiveMissing as e:
+                self.pipeline.pause_for(Pause("archive_missing", str(e)))
         if changed:
             self._publish_roots()  # (the heartbeat publishes them every 5 s anyway)
 

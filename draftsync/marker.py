@@ -36,7 +36,7 @@ MARKER_NAME = ".draftsync-archive"
 META_DIR = ".draftsync"  # a dot-folder: metadata by the archive contract
 LOCK_NAME = "lock"
 META_KEY = "archive_id"  # the catalog's meta key for the id of its archive
-SAMPLE = 3  # catalogued videos looked for when a root has no marker
+SAMPLE = 5  # catalogued videos looked for when a root has no marker
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,8 @@ class ArchiveGuard:
         """The decision for the archive as it is now, without acting on it."""
         seen = observe(self.root)
         recorded = self.catalog.get_meta(META_KEY)
-        videos = self.catalog.video_count()
+        # Counting videos (a scan of an index) is needed only when there is no marker to go by.
+        videos = self.catalog.video_count() if seen.marker_id is None else 0
         ours = False
         unmarked = seen.kind == "dir" and seen.marker_id is None and seen.marker_error is None
         if unmarked and (videos or recorded is not None or not self.may_create):

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from draftsync import log, names
@@ -130,11 +130,13 @@ class RawEvent:
     root: str
     path: str = ""
     dest: str = ""
+    at: float = 0.0  # when it happened (the settler's clock), stamped on enqueue
 
 
 @dataclass
 class Normalised:
     actions: dict[str, Action] = field(default_factory=dict)  # in the order paths were last touched
+    at: dict[str, float] = field(default_factory=dict)  # when each path was last touched
     ignored: list[str] = field(default_factory=list)  # unwanted names (temp files, other extensions)
     gaps: set[str] = field(default_factory=set)  # roots whose events were lost: rescan them
 
@@ -148,13 +150,14 @@ def normalise(events: Iterable[RawEvent], wanted: Callable[[str, str], bool]) ->
     writing: dict[str, bool | None] = {}
     gone: set[str] = set()
 
-    def touch(path: str, root: str, w: bool | None, keep: bool = True) -> None:
+    def touch(path: str, root: str, w: bool | None, at: float, keep: bool = True) -> None:
         if not wanted(root, path):
             out.ignored.append(path)
             return
         gone.discard(path)
         prior = writing.pop(path, None) if keep else None
         writing[path] = prior if w is None else w  # re-insert: keeps "last touched" order
+        out.at[path] = at
 
     for e in events:
         if e.kind == "overflow":
@@ -166,13 +169,13 @@ def normalise(events: Iterable[RawEvent], wanted: Callable[[str, str], bool]) ->
             writing.pop(e.path, None)
             gone.add(e.path)
             if e.dest:
-                touch(e.dest, e.root, None, keep=False)
+                touch(e.dest, e.root, None, e.at, keep=False)
         elif e.kind == "modified":
-            touch(e.path, e.root, True)
+            touch(e.path, e.root, True, e.at)
         elif e.kind == "closed":
-            touch(e.path, e.root, False)
+            touch(e.path, e.root, False, e.at)
         else:  # created, changed
-            touch(e.path, e.root, None)
+            touch(e.path, e.root, None, e.at)
     for p in gone:
         out.actions[p] = "forget"
     for p, w in writing.items():
@@ -222,7 +225,8 @@ class Settler:
     # --- fed by watchers (no I/O on their threads) ---
 
     def enqueue(self, event: RawEvent) -> None:
-        self._inbox.append(event)  # deque.append is atomic
+        # Stamped now: the quiet period starts when the file was touched, not when the loop got to it.
+        self._inbox.append(replace(event, at=self._now()) if not event.at else event)  # deque.append is atomic
 
     def require_quiet(self, root: str, seconds: float) -> None:
         """Files under `root` must be quiet this long (a polled share: more than one poll)."""
@@ -253,14 +257,15 @@ class Settler:
         with self._lock:
             self._gaps |= n.gaps
         for path, action in n.actions.items():
+            at = n.at.get(path) or None
             if action == "forget":
                 self.forget(path)
             elif action == "modified":
-                self.modified(path)
+                self.modified(path, now=at)
             elif action == "closed":
-                self.closed(path)
+                self.closed(path, now=at)
             else:
-                self.observe(path)
+                self.observe(path, now=at)
 
     def take_gaps(self) -> set[str]:
         """Roots whose events were lost (inotify overflow) since the last call: rescan them now."""
@@ -298,7 +303,7 @@ class Settler:
             if p is None:
                 self._pending[path] = _Pending(v, now - max(0.0, age), self._need(path))
             elif not unchanged(p.version, v):
-                p.version, p.quiet_since = v, now
+                p.version, p.quiet_since = v, max(p.quiet_since, now)
 
     def modified(self, path: str, now: float | None = None) -> None:
         """inotify saw a write: the file is open for writing until its close-write."""
@@ -307,7 +312,7 @@ class Settler:
             p = self._pending.get(path)
             if p is None:
                 p = self._pending[path] = _Pending(None, now, self._need(path))
-            p.quiet_since = now
+            p.quiet_since = max(p.quiet_since, now)
             if p.writing_since is None:
                 p.writing_since = now
         self.observe(path, now=now)
@@ -319,7 +324,7 @@ class Settler:
             p = self._pending.get(path)
             if p is not None:
                 p.writing_since = None
-                p.quiet_since = now
+                p.quiet_since = max(p.quiet_since, now)
         self.observe(path, now=now)
 
     def forget(self, path: str) -> None:
