@@ -140,6 +140,7 @@ _MIGRATIONS: dict[int, str] = {
     5: """
     ALTER TABLE sources ADD COLUMN ctime_ns INTEGER;
     ALTER TABLE sources ADD COLUMN error_kind TEXT;
+    CREATE INDEX sources_state ON sources(state);
     """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)

@@ -58,6 +58,7 @@ WORKERS = 2
 RETRY_DELAYS = (30.0, 120.0, 600.0, 3600.0)
 RESUME_EVERY = 2.0  # seconds between checks whether a paused ingest may resume (cheap: a stat or two)
 FAILING_AFTER = 3  # attempts before a failing file becomes a standing problem
+FAILING_EVERY = 30.0  # seconds between looks at failing files
 HELD_SHOWN = 50  # held-back files listed in the heartbeat (status shows them)
 
 
@@ -254,6 +255,7 @@ class Daemon:
         self._flight_lock = threading.Lock()
         self._dead_reported = False
         self._next_resume = 0.0
+        self._next_failing_check = 0.0
 
     # --- start-up ------------------------------------------------------------------------------------
 
@@ -546,10 +548,13 @@ class Daemon:
                 self._report_root(w)
             except Exception as e:
                 _log.exception("watch restart failed", root=w.root, error=str(e))
-        try:
-            self._check_failing()
-        except StateFull as e:
-            self.pipeline.pause_for(Pause("state_full", str(e)))
+        now = time.monotonic()
+        if now >= self._next_failing_check:
+            self._next_failing_check = now + FAILING_EVERY
+            try:
+                self._check_failing()
+            except StateFull as e:
+                self.pipeline.pause_for(Pause("state_full", str(e)))
         if self.pipeline.pause is None:
             try:
                 self.guard.require()  # a stat or three while nothing changed; a remount is a new lock file

@@ -364,9 +364,12 @@ def test_an_unreadable_subfolder_makes_its_root_degraded_until_it_can_be_read(tm
         (env.inbox / "private").mkdir(parents=True)
         hidden = make_video(env.inbox / "private" / "hidden.mp4", seed=360)
         env.write_config(watch={"rescan_minutes": 0.05})
+        locked = make_video(env.inbox / "locked.mp4", seed=361)
         for p in [base, *base.rglob("*")]:
             os.chown(p, 65534, 65534)
         os.chmod(env.inbox / "private", 0o000)
+        os.chown(locked, 0, 0)
+        os.chmod(locked, 0o600)  # a file the daemon may not read
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
         if subprocess.run([*prefix, sys.executable, "-c", "import draftsync"], capture_output=True).returncode:
             pytest.skip("cannot run the daemon as an unprivileged user here")
@@ -375,7 +378,11 @@ def test_an_unreadable_subfolder_makes_its_root_degraded_until_it_can_be_read(tm
             wait_for(lambda: root_health(env) == "degraded", 20, what="the root shown degraded")
             st = env.status()
             assert "private" in st["roots"][0]["detail"] and any(p["kind"] == "root_degraded" for p in st["problems"])
-            assert "degraded" in env.cli("status").stdout
+            human = env.cli("status").stdout
+            assert "degraded" in human
+            wait_for(lambda: [h for h in env.status()["held"] if h["reason"] == "unreadable"], 20,
+                     what="the unreadable file shown held back")  # fmt: skip
+            assert "locked.mp4: unreadable (" in env.cli("status").stdout
             os.chmod(env.inbox / "private", 0o755)
             wait_archived(env, hidden, timeout=30)
             wait_for(lambda: root_health(env) == "ok", 20, what="the root healthy again")
