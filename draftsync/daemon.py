@@ -509,12 +509,10 @@ class Daemon:
                 if w.health in ("empty", "missing") and w.mode != "missing":
                     w.health, w.detail = "ok", ""
                 self.problems.resolve(key)
-                before = set(w.unreadable())
-                if w.mode == "inotify" and before - set(unreadable):
+                if w.mode == "inotify" and set(w.unreadable()) - set(unreadable):
                     # Folders that were unreadable can be read now: watch them (a restart adds the watches).
-                    w.stop()
-                    w.start()
-                w.set_unreadable(sorted(set(unreadable) | (set(w.unreadable()) if w.mode == "polling" else set())))
+                    w.restart()
+                w.set_unreadable(unreadable)  # the full walk is the authority on what cannot be read
                 w.assess()
                 self._report_root(w)
             self.catalog.update_root(w.root, last_rescan=time.time())

@@ -349,8 +349,11 @@ class RootWatch:
     observer: BaseObserver | None = field(default=None, repr=False)
     identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the root when watched: a remount changes it
     fallback: str = ""  # why inotify could not be used, when that degrades the root
+    why_polling: str = ""
     _unreadable: set[str] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # start, stop and check run on the scheduler's threads (supervision, rescans): one at a time.
+    _life: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __post_init__(self) -> None:
         if self.settler.rules is None:
@@ -389,11 +392,15 @@ class RootWatch:
         if self.fallback:
             why.append(f"polling instead of inotify: {self.fallback}")
         self.health = "degraded" if why else "ok"
-        self.detail = "; ".join(why) if why else ("" if self.mode == "inotify" else self.detail)
+        self.detail = "; ".join(why) if why else (self.why_polling if self.mode == "polling" else "")
 
     # --- life cycle ---
 
     def start(self) -> None:
+        with self._life:
+            self._start()
+
+    def _start(self) -> None:
         try:
             st = os.stat(self.root)
         except OSError:
@@ -404,6 +411,7 @@ class RootWatch:
             _log.error("watch root missing", root=self.root, detail=self.detail)
             return
         self.identity = (st.st_dev, st.st_ino)
+        self.why_polling = ""
         with self._lock:
             self._unreadable.clear()
         fstype = mount_fstype(self.root)
@@ -433,7 +441,7 @@ class RootWatch:
         )
         # A file on a polled root must stay unchanged across more than one poll (no close-write is seen).
         self.settler.require_quiet(self.root, 2 * self.poll_seconds)
-        self.detail = why
+        self.detail = self.why_polling = why
         self.assess()
         _log.info("polling", root=self.root, reason=why, every_seconds=self.poll_seconds)
 
@@ -445,6 +453,15 @@ class RootWatch:
         self.observer, self.mode, self.health, self.detail = obs, mode, "ok", ""
 
     def stop(self) -> None:
+        with self._life:
+            self._stop()
+
+    def restart(self) -> None:
+        with self._life:
+            self._stop()
+            self._start()
+
+    def _stop(self) -> None:
         obs, self.observer = self.observer, None
         if obs is not None:
             try:
@@ -464,6 +481,10 @@ class RootWatch:
         """Supervise: restart a dead observer, a remounted root or a late inotify-limit hit.
 
         Returns why the watch was restarted (a rescan is owed at once), or None."""
+        with self._life:
+            return self._check()
+
+    def _check(self) -> str | None:
         try:
             st = os.stat(self.root)
         except OSError:
