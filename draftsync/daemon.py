@@ -347,7 +347,7 @@ class Daemon:
         from draftsync.neardup import NearDups
 
         self.neardups = NearDups(self.catalog, self.archive, self.stop.is_set)
-        rt.add_job("signatures", self.neardups.backfill, IntervalTrigger(seconds=15), max_silence=6 * 3600,
+        rt.add_job("signatures", self._backfill, IntervalTrigger(seconds=15), max_silence=6 * 3600,
                    next_run_time=_now_dt())  # fmt: skip
         self._add_push_job()
         for svc in self.services:
@@ -570,6 +570,11 @@ class Daemon:
         eg = f", e.g. {worst['path']}: {worst['last_error']}" if worst else ""
         self.problems.report("files_failing", "files_failing",
                              f"{n} file(s) keep failing to archive{eg}; they are retried (see `draftsync status`)")  # fmt: skip
+
+    def _backfill(self) -> None:
+        # Videos on a disk that is not mounted are not unsignable: wait until the archive is back.
+        if self.guard.ok:
+            self.neardups.backfill()
 
     def _scrub(self) -> None:
         if not self.guard.ok:
