@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from draftsync.errors import ConfigError
+from draftsync import names
+from draftsync.errors import CatalogCorrupt, ConfigError, StateFull
 
 if TYPE_CHECKING:
     from draftsync.problems import Problem
@@ -134,6 +135,13 @@ _MIGRATIONS: dict[int, str] = {
         since REAL NOT NULL
     );
     """,
+    # Ingest under faults: ctime completes a source's identity (a rewrite in place that restores size and
+    # mtime still changes it); error_kind says why a file is held back (failing, unreadable).
+    5: """
+    ALTER TABLE sources ADD COLUMN ctime_ns INTEGER;
+    ALTER TABLE sources ADD COLUMN error_kind TEXT;
+    CREATE INDEX sources_state ON sources(state);
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -154,11 +162,12 @@ class SourceSighting:
     dev: int
     root: str = ""
     first_seen: float = 0.0
+    ctime_ns: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "inode": self.inode,
-            "dev": self.dev, "root": self.root, "first_seen": self.first_seen,
+            "dev": self.dev, "root": self.root, "first_seen": self.first_seen, "ctime_ns": self.ctime_ns,
         }  # fmt: skip
 
 
@@ -189,6 +198,54 @@ def _row_to_video(r: sqlite3.Row) -> VideoRecord:
     )  # fmt: skip
 
 
+# --- values SQLite cannot hold as they are (ingest under faults) ------------------------------------
+# A name that is not UTF-8 is stored as a BLOB of its raw bytes (lossless; equality still works), and a
+# nanosecond time beyond SQLite's 64-bit integer (an mtime in year 2300) as tagged text.
+_BIG = "ns:"
+
+
+def _dbp(path: str) -> str | bytes:
+    return path if names.is_text(path) else names.raw(path)
+
+
+def _pyp(value: Any) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _dbi(v: int | None) -> int | str | None:
+    return v if v is None or -(2**63) <= v < 2**63 else f"{_BIG}{v}"
+
+
+def _pyi(v: Any) -> int | None:
+    if isinstance(v, str) and v.startswith(_BIG):
+        return int(v[len(_BIG) :])
+    return None if v is None else int(v)
+
+
+def _translate(e: sqlite3.Error, path: Path) -> Exception:
+    """A full state disk or a damaged file, told in words; any other SQLite error is returned as it is."""
+    code = getattr(e, "sqlite_errorcode", None)
+    text = str(e)
+    if code == sqlite3.SQLITE_FULL or "database or disk is full" in text:
+        return StateFull(
+            f"the state disk is full: the catalog {path} cannot be written ({text}); ingest pauses until there "
+            "is space again"
+        )
+    if code == sqlite3.SQLITE_IOERR or "disk I/O error" in text:
+        try:
+            st = os.statvfs(path.parent)
+            if st.f_bavail * st.f_frsize < 1 << 20:
+                return StateFull(f"the state disk is full: the catalog {path} cannot be written ({text})")
+        except OSError:
+            pass
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "not a database" in text or "malformed" in text:
+        return CatalogCorrupt(
+            f"the catalog {path} is damaged ({text}). Run `draftsync reindex` to rebuild it from the archive's "
+            "sidecars (the damaged file is kept beside it)"
+        )
+    return e
+
+
 class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -202,10 +259,14 @@ class Catalog:
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._depth = 0
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as e:
+            self._db.close()
+            raise _translate(e, path) from None
 
     def close(self) -> None:
         with self._lock:
@@ -222,29 +283,52 @@ class Catalog:
                 finally:
                     self._depth -= 1
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise _translate(e, self.path) from None
             self._depth = 1
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # a failed COMMIT or a full disk may have ended the transaction already
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc, self.path) from None
                 raise
             else:
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as e:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    raise _translate(e, self.path) from None
             finally:
                 self._depth = 0
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise _translate(e, self.path) from None
+
+    def _version(self) -> int:
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone():
+            return 0
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 0
 
     def _migrate(self) -> None:
+        # Read first: opening an up-to-date catalog writes nothing, so `status` works on a full state disk.
+        if self._version() == SCHEMA_VERSION:
+            return
         with self.tx() as db:
-            has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone()
-            version = 0
-            if has_meta:
-                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                version = int(row[0]) if row else 0
+            version = self._version()
             if version > SCHEMA_VERSION:
                 raise ConfigError(
                     f"the catalog {self.path} was written by a newer draftsync (schema {version}); upgrade draftsync"
@@ -267,28 +351,39 @@ class Catalog:
 
     # --- sources ---------------------------------------------------------------------------------
 
-    def source_unchanged(self, path: str, size: int, mtime_ns: int, inode: int) -> bool:
-        """True if this exact version of `path` was already handled (archived or known empty)."""
+    def source_unchanged(self, path: str, size: int, mtime_ns: int, inode: int, ctime_ns: int | None = None) -> bool:
+        """True if this exact version of `path` was already handled (archived or known empty).
+
+        ctime is compared when both sides know it (rows rebuilt from old sidecars do not)."""
         rows = self._q(
-            "SELECT 1 FROM sources WHERE path=? AND size=? AND mtime_ns=? AND inode=? AND state IN ('archived','empty')",
-            (path, size, mtime_ns, inode),
+            "SELECT 1 FROM sources WHERE path=? AND size=? AND mtime_ns=? AND inode=? AND state IN ('archived','empty') "
+            "AND (ctime_ns IS NULL OR ? IS NULL OR ctime_ns=?)",
+            (_dbp(path), size, _dbi(mtime_ns), inode, _dbi(ctime_ns), _dbi(ctime_ns)),
         )
         return bool(rows)
 
-    def known_paths(self) -> dict[str, tuple[int, int, int, str]]:
-        """path -> (size, mtime_ns, inode, state) for every source; one query for a whole rescan."""
+    def known_paths(self) -> dict[str, tuple[int, int, int, str, int | None]]:
+        """path -> (size, mtime_ns, inode, state, ctime_ns) for every source; one query for a whole rescan."""
         with self._lock:
             cur = self._db.cursor()
             cur.row_factory = None  # plain tuples: this runs over every source on each rescan
-            rows = cur.execute("SELECT path, size, mtime_ns, inode, state FROM sources").fetchall()
-        return {r[0]: r[1:] for r in rows}
+            try:
+                rows = cur.execute("SELECT path, size, mtime_ns, inode, state, ctime_ns FROM sources").fetchall()
+            except sqlite3.Error as e:
+                raise _translate(e, self.path) from None
+        out: dict[str, tuple[int, int, int, str, int | None]] = {}
+        for p, size, mt, ino, state, ct in rows:
+            if isinstance(p, bytes) or isinstance(mt, str) or isinstance(ct, str):
+                p, mt, ct = _pyp(p), _pyi(mt), _pyi(ct)
+            out[p] = (size, mt, ino, state, ct)
+        return out
 
     def hash_by_identity(self, dev: int, inode: int, size: int, mtime_ns: int) -> str | None:
         """A file moved or renamed inside the inbox keeps its inode, size and mtime: no need to re-read."""
         rows = self._q(
             "SELECT hash FROM sources WHERE dev=? AND inode=? AND size=? AND mtime_ns=? AND state='archived' "
             "AND hash IS NOT NULL LIMIT 1",
-            (dev, inode, size, mtime_ns),
+            (dev, inode, size, _dbi(mtime_ns)),
         )
         return rows[0][0] if rows else None
 
@@ -297,38 +392,56 @@ class Catalog:
         with self.tx() as db:
             db.execute(
                 """INSERT INTO sources(path, root, size, mtime_ns, inode, dev, hash, state, first_seen, last_seen,
-                                       attempts, last_error)
-                   VALUES(?,?,?,?,?,?,?,?,?,?,0,NULL)
+                                       attempts, last_error, ctime_ns, error_kind)
+                   VALUES(?,?,?,?,?,?,?,?,?,?,0,NULL,?,NULL)
                    ON CONFLICT(path) DO UPDATE SET root=excluded.root, size=excluded.size,
                      mtime_ns=excluded.mtime_ns, inode=excluded.inode, dev=excluded.dev, hash=excluded.hash,
-                     state=excluded.state, last_seen=excluded.last_seen, attempts=0, last_error=NULL""",
-                (s.path, s.root, s.size, s.mtime_ns, s.inode, s.dev, hash, state, s.first_seen or now, now),
-            )
+                     state=excluded.state, last_seen=excluded.last_seen, attempts=0, last_error=NULL,
+                     ctime_ns=excluded.ctime_ns, error_kind=NULL""",
+                (_dbp(s.path), _dbp(s.root), s.size, _dbi(s.mtime_ns), s.inode, s.dev, hash, state,
+                 s.first_seen or now, now, _dbi(s.ctime_ns)),
+            )  # fmt: skip
 
-    def record_failure(self, path: str, root: str, message: str) -> int:
-        """Count a failed attempt on `path`; returns the number of attempts so far."""
+    def record_failure(self, path: str, root: str, message: str, kind: str = "failing") -> int:
+        """Count a failed attempt on `path` (`kind`: failing | unreadable); returns the attempts so far."""
         now = time.time()
+        message = names.readable(message)
         with self.tx() as db:
             db.execute(
-                """INSERT INTO sources(path, root, state, first_seen, last_seen, attempts, last_error)
-                   VALUES(?,?,'failed',?,?,1,?)
+                """INSERT INTO sources(path, root, state, first_seen, last_seen, attempts, last_error, error_kind)
+                   VALUES(?,?,'failed',?,?,1,?,?)
                    ON CONFLICT(path) DO UPDATE SET state='failed', attempts=attempts+1, last_error=excluded.last_error,
-                     last_seen=excluded.last_seen""",
-                (path, root, now, now, message),
+                     last_seen=excluded.last_seen, error_kind=excluded.error_kind""",
+                (_dbp(path), _dbp(root), now, now, message, kind),
             )
-            row = db.execute("SELECT attempts FROM sources WHERE path=?", (path,)).fetchone()
+            row = db.execute("SELECT attempts FROM sources WHERE path=?", (_dbp(path),)).fetchone()
         return int(row[0])
 
     def mark_gone(self, paths: list[str]) -> None:
         with self.tx() as db:
-            db.executemany("UPDATE sources SET state='gone' WHERE path=? AND state!='gone'", [(p,) for p in paths])
+            db.executemany(
+                "UPDATE sources SET state='gone' WHERE path=? AND state!='gone'", [(_dbp(p),) for p in paths]
+            )
 
     def present_sources_under(self, root: str) -> int:
         rows = self._q("SELECT COUNT(*) FROM sources WHERE root=? AND state IN ('archived','empty')", (root,))
         return int(rows[0][0])
 
     def sources_of(self, hash: str) -> list[str]:
-        return [r[0] for r in self._q("SELECT path FROM sources WHERE hash=? ORDER BY first_seen", (hash,))]
+        return [_pyp(r[0]) for r in self._q("SELECT path FROM sources WHERE hash=? ORDER BY first_seen", (hash,))]
+
+    def sightings_of(self, hash: str) -> list[SourceSighting]:
+        """Every source path seen with this content: the truth a sidecar's `sources` is written from."""
+        rows = self._q(
+            "SELECT path, size, mtime_ns, inode, dev, root, first_seen, ctime_ns FROM sources WHERE hash=? "
+            "AND state IN ('archived','gone') ORDER BY first_seen, path",
+            (hash,),
+        )
+        return [
+            SourceSighting(_pyp(r[0]), r[1] or 0, _pyi(r[2]) or 0, r[3] or 0, r[4] or 0, _pyp(r[5] or ""),
+                           r[6] or 0.0, _pyi(r[7]))
+            for r in rows
+        ]  # fmt: skip
 
     # --- videos ----------------------------------------------------------------------------------
 
@@ -337,8 +450,18 @@ class Catalog:
         return _row_to_video(rows[0]) if rows else None
 
     def video_by_path(self, archive_path: str) -> VideoRecord | None:
+        if not names.is_text(archive_path):
+            return None  # draftsync only places UTF-8 names
         rows = self._q("SELECT * FROM videos WHERE archive_path=?", (archive_path,))
         return _row_to_video(rows[0]) if rows else None
+
+    def recent_videos(self, n: int) -> list[VideoRecord]:
+        """The last `n` archived videos (to recognise the archive's disk by its content)."""
+        rows = self._q("SELECT * FROM videos ORDER BY archived_at DESC LIMIT ?", (n,))
+        return [_row_to_video(r) for r in rows]
+
+    def video_count(self) -> int:
+        return int(self._q("SELECT COUNT(*) FROM videos")[0][0])
 
     def size_known(self, size: int) -> bool:
         return bool(self._q("SELECT 1 FROM videos WHERE size=? LIMIT 1", (size,)))
@@ -439,7 +562,7 @@ class Catalog:
         with self.tx() as db:
             db.execute(
                 "INSERT INTO events(at, level, kind, path, hash, message) VALUES(?,?,?,?,?,?)",
-                (time.time(), level, kind, path, hash, message),
+                (time.time(), level, kind, names.readable(path) if path else path, hash, names.readable(message)),
             )
             # Keep the log bounded: it is for `status`, not an audit trail.
             db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - 5000")
@@ -479,10 +602,14 @@ class Catalog:
 
     def failures(self, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._q(
-            "SELECT path, attempts, last_error, last_seen FROM sources WHERE state='failed' ORDER BY last_seen DESC LIMIT ?",
+            "SELECT path, attempts, last_error, last_seen, COALESCE(error_kind, 'failing') AS kind FROM sources "
+            "WHERE state='failed' ORDER BY last_seen DESC LIMIT ?",
             (limit,),
         )
-        return [dict(r) for r in rows]
+        return [dict(r) | {"path": names.readable(_pyp(r["path"]))} for r in rows]
+
+    def failing_count(self, min_attempts: int = 1) -> int:
+        return int(self._q("SELECT COUNT(*) FROM sources WHERE state='failed' AND attempts>=?", (min_attempts,))[0][0])
 
     # --- problems --------------------------------------------------------------------------------
 

@@ -10,9 +10,9 @@ import time
 from datetime import datetime
 from typing import Any
 
-from draftsync import __version__, log
-from draftsync.config import Settings, load, secrets_of
-from draftsync.errors import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, DraftsyncError
+from draftsync import __version__, log, names
+from draftsync.config import Settings, load, local_tz, secrets_of
+from draftsync.errors import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ArchiveMissing, CatalogCorrupt, DraftsyncError
 
 HELP = """\
 draftsync backs up the videos your phone syncs to this machine: it watches the folder(s) in
@@ -25,7 +25,9 @@ $XDG_CONFIG_HOME/draftsync/config.toml; with none, built-in defaults are used (i
 ~/DraftSync/inbox, archive ~/DraftSync/archive, state ~/.local/state/draftsync). Any key can be
 overridden as DRAFTSYNC_SECTION__KEY, e.g. DRAFTSYNC_WATCH__SETTLE_SECONDS=10.
 
-Exit codes: 0 ok, 1 a check found problems, 2 bad usage or configuration.
+Exit codes: 0 ok, 1 a check found problems, 2 bad usage or configuration. `status` exits 0 when
+the daemon runs and is healthy, 1 when it runs but is not healthy, 3 when it is not running.
+SIGHUP makes a running daemon re-read its configuration (see README).
 """
 
 
@@ -39,15 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the daemon in the foreground (exits 0 on SIGTERM/SIGINT)",
                    description="Watch, settle, archive (and push, if enabled) until stopped.")  # fmt: skip
     sc = sub.add_parser("scan", help="archive everything already complete in the watched folders, then exit",
-                   description="One pass over the watched folders; files written less than settle_seconds ago "
-                   "are left for the next pass. Refuses to run while the daemon holds the state dir.")  # fmt: skip
+                   description="One pass over the watched folders; files that are not yet quiet get one settle "
+                   "period and are left for the next pass if still changing. Refuses to run while the daemon "
+                   "holds the state dir.")  # fmt: skip
     sc.add_argument(
         "--no-compare",
         action="store_true",
         help="archive only; leave the near-duplicate comparison to the daemon or the next scan",
     )
-    st = sub.add_parser("status", help="counts, last ingest, last error, health of each watched folder")
+    st = sub.add_parser("status", help="health, problems, held-back files, next scrub and push, watched folders",
+                        description="Exit code: 0 the daemon runs and is healthy, 1 it runs but is not healthy "
+                        "(archive missing or full, state disk full, a stopped loop, no heartbeat), 3 it is not "
+                        "running. Safe while the daemon runs.")  # fmt: skip
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--check", action="store_true", help="print only the verdict (for health checks and monitoring)")
     ve = sub.add_parser("verify", help="re-hash the whole archive against the catalog (exit 1 on any problem)",
                         description="Reads every archived video, compares its BLAKE3 hash and size with the catalog, "
                         "and lists missing, changed and unknown files. Safe while the daemon runs.")  # fmt: skip
@@ -78,7 +85,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer whose reader went away (128 + SIGPIPE)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Whatever bytes a file name holds, printing it never raises.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `draftsync status | head`: the reader left. Point stdout at /dev/null so the final flush is quiet.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -94,10 +122,24 @@ def main(argv: list[str] | None = None) -> int:
         log.setup(settings.log.level, settings.log.format)
         return _dispatch(args, settings, path)
     except DraftsyncError as e:
-        print(f"draftsync: {log.scrub(str(e))}", file=sys.stderr)
+        prefix = "cannot start: " if args.command == "run" and isinstance(e, CatalogCorrupt) else ""
+        print(f"draftsync: {prefix}{log.scrub(names.readable(str(e)))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise
+    except Exception as e:
+        if os.environ.get("DRAFTSYNC_DEBUG"):
+            raise
+        if args.command == "run":
+            log.get().exception("the daemon stopped on an unexpected error", error=str(e))
+        print(
+            f"draftsync: unexpected error: {type(e).__name__}: {log.scrub(names.readable(str(e)))}. This is a bug; "
+            "set DRAFTSYNC_DEBUG=1 to see where it happened",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEMS
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings, path: Any) -> int:
@@ -109,11 +151,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings, path: Any) -> int:
             log.get().info(
                 "no config file found; using the built-in defaults", hint="see config/draftsync.example.toml"
             )
-        return Daemon(settings).run()
+        return Daemon(settings, config_arg=args.config).run()
     if cmd == "scan":
         return _scan(settings, compare=not args.no_compare)
     if cmd == "status":
-        return _status(settings, args.json)
+        return _status(settings, args.json, args.check)
     if cmd == "verify":
         return _verify(settings, args.json)
     if cmd == "reindex":
@@ -178,11 +220,11 @@ def _scan(settings: Settings, compare: bool = True) -> int:
         + (f", {summary['empty']} empty" if summary["empty"] else "")
         + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
     )
-    if summary["archive_full"]:
-        print("the archive disk is full: free some space and run scan again", file=sys.stderr)
+    if summary["paused"]:
+        print(f"stopped early: {summary['paused']}; run scan again when that is fixed", file=sys.stderr)
     for r in summary["missing_roots"]:
         print(f"watched folder missing: {r} (is the share mounted?)", file=sys.stderr)
-    return EXIT_PROBLEMS if summary["failed"] or summary["archive_full"] or summary["interrupted"] else EXIT_OK
+    return EXIT_PROBLEMS if summary["failed"] or summary["paused"] or summary["interrupted"] else EXIT_OK
 
 
 def _open(settings: Settings) -> tuple[Any, Any]:
@@ -194,8 +236,15 @@ def _open(settings: Settings) -> tuple[Any, Any]:
 
 def _verify(settings: Settings, as_json: bool) -> int:
     from draftsync.integrity import verify
+    from draftsync.lock import StateLock
+    from draftsync.marker import ArchiveGuard
 
     catalog, archive = _open(settings)
+    v = ArchiveGuard(settings.archive.root, catalog, may_create=False).verdict()
+    if v.action == "pause":
+        catalog.close()
+        raise ArchiveMissing(f"cannot verify: {v.message}")
+    ingesting = StateLock(settings.state.dir).holder() is not None
     bar: Any = None
     task: Any = None
     if sys.stderr.isatty():
@@ -214,7 +263,7 @@ def _verify(settings: Settings, as_json: bool) -> int:
             bar.advance(task, n)
 
     try:
-        report = verify(archive, catalog, progress)
+        report = verify(archive, catalog, progress, ingesting=ingesting)
     finally:
         if bar is not None:
             bar.stop()
@@ -222,7 +271,13 @@ def _verify(settings: Settings, as_json: bool) -> int:
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(f"{report.checked} videos checked ({_size(report.bytes)}), {report.ok} ok, {report.problems} problem(s)")
+        # The parts add up to `checked`; files the catalog did not list are counted apart.
+        print(
+            f"{report.checked} videos checked ({_size(report.bytes)}): {report.ok} ok, {len(report.missing)} missing, "
+            f"{len(report.changed)} changed, {len(report.no_sidecar)} without sidecar, "
+            f"{len(report.unreadable)} unreadable; {len(report.unknown)} unknown file(s)"
+            + (f"; {len(report.new)} archived while verifying (checked next time)" if report.new else "")
+        )
         for kind in ("missing", "changed", "unknown", "no_sidecar", "unreadable"):
             for rel in getattr(report, kind):
                 print(f"  {kind}: {rel}")
@@ -230,17 +285,30 @@ def _verify(settings: Settings, as_json: bool) -> int:
 
 
 def _reindex(settings: Settings) -> int:
+    from draftsync.catalog import Catalog
     from draftsync.ingest import describe_archived
     from draftsync.integrity import reindex
     from draftsync.lock import StateLock
+    from draftsync.marker import ArchiveGuard
 
     lock = StateLock(settings.state.dir)
     lock.acquire("reindex")
     try:
-        catalog, archive = _open(settings)
         try:
+            Catalog(settings.catalog_path).close()
+        except CatalogCorrupt as e:
+            kept = _set_catalog_aside(settings)
+            print(f"the catalog was damaged ({e}); it is kept as {kept} and rebuilt from the sidecars. Push "
+                  "history and standing problems were only in the catalog and start afresh.", file=sys.stderr)  # fmt: skip
+        catalog, archive = _open(settings)
+        guard = ArchiveGuard(settings.archive.root, catalog, may_create=False, lock_owner=str(settings.state.dir))
+        try:
+            missing = guard.check()
+            if missing is not None:
+                raise ArchiveMissing(f"cannot reindex: {missing}")
             report = reindex(archive, catalog, lambda rel: describe_archived(settings, archive, rel))
         finally:
+            guard.release()
             catalog.close()
     finally:
         lock.release()
@@ -248,6 +316,17 @@ def _reindex(settings: Settings) -> int:
     for b in report.bad_sidecars:
         print(f"  unusable sidecar: {b}", file=sys.stderr)
     return EXIT_PROBLEMS if report.bad_sidecars else EXIT_OK
+
+
+def _set_catalog_aside(settings: Settings) -> str:
+    """Move a damaged catalog (and its WAL files) aside; never delete it."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    base = str(settings.catalog_path)
+    kept = f"{base}.damaged-{stamp}"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(base + suffix):
+            os.rename(base + suffix, kept + suffix)
+    return kept
 
 
 def _dupes(settings: Settings, as_json: bool) -> int:
@@ -279,7 +358,40 @@ def _dupes(settings: Settings, as_json: bool) -> int:
 # --- status -----------------------------------------------------------------------------------------
 
 
+def _next_times(settings: Settings, daemon: dict[str, Any], running: bool) -> dict[str, str | None]:
+    """When the scrub and the push window next run (ISO, local time): the daemon's own schedule while it
+    runs, else what crontab(5) says for the configured expressions."""
+    from draftsync.schedule import next_fire
+
+    tz = local_tz()
+    now = datetime.now(tz)
+    out: dict[str, str | None] = {}
+    runs = daemon.get("next_runs") or {} if running else {}
+    for key, expr, on, sched_tz in (
+        ("scrub", settings.archive.scrub_schedule, True, settings.archive.tz()),
+        ("push", settings.push.schedule, settings.push.enabled, settings.push.tz()),
+    ):
+        if not on:
+            out[key] = None
+        elif key in runs:
+            out[key] = datetime.fromisoformat(runs[key]).astimezone(tz).isoformat()
+        else:
+            nxt = next_fire(expr, sched_tz, now)
+            out[key] = nxt.astimezone(tz).isoformat() if nxt else None
+    return out
+
+
+def _held(daemon: dict[str, Any], failures: list[dict[str, Any]], running: bool) -> list[dict[str, Any]]:
+    """Files not archived yet and why: settling, open for write, being archived (the daemon's view),
+    failing or unreadable (the catalog's)."""
+    out = list(daemon.get("held") or []) if running else []
+    out += [{"path": f["path"], "reason": f["kind"], "attempts": f["attempts"], "error": f["last_error"]}
+            for f in failures]  # fmt: skip
+    return out
+
+
 def status_data(settings: Settings) -> dict[str, Any]:
+    from draftsync import health
     from draftsync.catalog import Catalog
     from draftsync.lock import StateLock
     from draftsync.perceptual import VERSION
@@ -288,21 +400,32 @@ def status_data(settings: Settings) -> dict[str, Any]:
     try:
         counts = catalog.counts()
         daemon_raw = catalog.get_meta("daemon")
-        daemon = json.loads(daemon_raw) if daemon_raw else {}
+        try:
+            daemon = json.loads(daemon_raw) if daemon_raw else {}
+        except ValueError:
+            daemon = {}
         holder = StateLock(settings.state.dir).holder()
         running = holder is not None and holder == daemon.get("pid")
+        verdict = health.read(settings, catalog, time.time())
+        failures = catalog.failures(10)
         data: dict[str, Any] = {
+            "health": verdict.to_dict(),
             "daemon": {
                 "running": running, "pid": daemon.get("pid") if running else None,
                 "heartbeat": daemon.get("heartbeat"), "settling": daemon.get("settling") if running else 0,
                 "paused_archive_full": bool(daemon.get("paused_archive_full")) if running else False,
+                "paused": daemon.get("paused") if running else None,
             },
+            "held": _held(daemon, failures, running),
+            "held_count": (daemon.get("held_count") or 0 if running else 0) + catalog.failing_count(),
+            "next": _next_times(settings, daemon, running),
+            "timezone": str(local_tz()),
             "archive": {"root": str(settings.archive.root), "videos": counts["videos"], "bytes": counts["bytes"],
                         "never_verified": counts["never_verified"], "probe_errors": counts["probe_errors"]},
             "last_ingest": counts["last_ingest"],
             "last_error": catalog.last_event(level="error"),
             "sources": counts["sources"],
-            "failures": catalog.failures(10),
+            "failures": failures,
             "roots": [
                 {k: r[k] for k in ("path", "mode", "health", "detail", "last_event", "last_rescan")}
                 for r in catalog.roots()
@@ -339,14 +462,21 @@ def _db_size(settings: Settings) -> int:
     return total
 
 
-def _status(settings: Settings, as_json: bool) -> int:
+def _status(settings: Settings, as_json: bool, check: bool = False) -> int:
     d = status_data(settings)
+    h = d["health"]
+    code = 0 if h["healthy"] else (3 if not h["running"] else 1)
     if as_json:
         print(json.dumps(d, indent=2, default=str))
-        return EXIT_OK
+        return code
+    if check:
+        print(h["status"] + (": " + "; ".join(h["reasons"]) if h["reasons"] and h["running"] else ""))
+        return code
     dm = d["daemon"]
-    print(f"daemon:      {'running (pid ' + str(dm['pid']) + ')' if dm['running'] else 'not running'}"
-          + ("  PAUSED: archive disk full" if dm["paused_archive_full"] else ""))  # fmt: skip
+    state = "running (pid " + str(dm["pid"]) + ")" if dm["running"] else "not running"
+    verdict = "healthy" if h["healthy"] else "UNHEALTHY: " + "; ".join(h["reasons"]) if h["running"] else ""
+    print(f"daemon:      {state}" + (f", {verdict}" if verdict else "")
+          + (f"  PAUSED: {dm['paused']['kind'].replace('_', ' ')}" if dm.get("paused") else ""))  # fmt: skip
     a = d["archive"]
     print(f"archive:     {a['root']}: {a['videos']} videos, {_size(a['bytes'])}"
           + (f", {a['probe_errors']} not decodable" if a["probe_errors"] else ""))  # fmt: skip
@@ -355,10 +485,15 @@ def _status(settings: Settings, as_json: bool) -> int:
     print(f"last ingest: {_when(d['last_ingest'])}")
     le = d["last_error"]
     print(f"last error:  {_when(le['at']) + ': ' + le['message'] if le else 'none'}")
-    if d["failures"]:
-        print(
-            f"failing:     {len(d['failures'])} file(s), e.g. {d['failures'][0]['path']}: {d['failures'][0]['last_error']}"
-        )
+    if d["held"]:
+        print(f"held back:   {d['held_count']} file(s)")
+        for f in d["held"][:10]:
+            print(f"  {f['path']}: {_held_reason(f)}")
+        if d["held_count"] > 10:
+            print(f"  ... and {d['held_count'] - 10} more (status --json lists up to 60)")
+    nx = d["next"]
+    print(f"next scrub:  {_local(nx['scrub'])}")
+    print(f"next push:   {_local(nx['push']) if settings.push.enabled else 'pushing is off'}")
     for r in d["roots"]:
         print(f"watching:    {r['path']}  [{r['mode']}, {r['health']}{', ' + r['detail'] if r['detail'] else ''}]"
               f"  last event {_when(r['last_event'])}, last rescan {_when(r['last_rescan'])}")  # fmt: skip
@@ -370,7 +505,23 @@ def _status(settings: Settings, as_json: bool) -> int:
     if "push" in d:
         p = d["push"]
         print(f"push:        {p['summary']}")
-    return EXIT_OK
+    return code
+
+
+def _held_reason(f: dict[str, Any]) -> str:
+    r = f["reason"]
+    if r == "settling":
+        return f"settling (quiet {f['quiet_for']:.0f} of {f['need']:.0f} s)"
+    if r in ("failing", "unreadable"):
+        return f"{r} ({f['attempts']} attempt(s)): {f['error']}"
+    return str(r)
+
+
+def _local(iso: str | None) -> str:
+    if not iso:
+        return "never"
+    dt = datetime.fromisoformat(iso).astimezone(local_tz())
+    return dt.strftime("%a %Y-%m-%d %H:%M %Z") + f" (in {_ago(dt.timestamp() - time.time())})"
 
 
 def _when(t: float | None) -> str:

@@ -6,10 +6,12 @@ Config is what the user edits; state (the catalog, tokens) lives elsewhere, unde
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
-from datetime import tzinfo
+import typing
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from draftsync.errors import ConfigError
 
@@ -32,6 +35,16 @@ VIDEO_EXTENSIONS = [".mp4", ".mov", ".m4v", ".3gp", ".webm", ".mkv", ".avi", ".m
 LAYOUT_FIELDS = {
     "year", "month", "day", "date", "time", "hash8", "hash", "label", "ext", "stem", "orientation",
 }  # fmt: skip
+# The longest text each layout field can render to (bytes); a rendered path part is capped at NAME_BYTES.
+FIELD_MAX_BYTES = {
+    "year": 4, "month": 2, "day": 2, "date": 10, "time": 6, "hash8": 8, "hash": 64, "label": 64 * 4,
+    "ext": 17, "stem": 200, "orientation": 9,
+}  # fmt: skip
+NAME_BYTES = 200
+try:
+    PATH_MAX = os.pathconf("/", "PC_PATH_MAX")
+except (OSError, ValueError):
+    PATH_MAX = 4096
 
 
 def _home() -> Path:
@@ -47,6 +60,24 @@ def _expand(p: Path) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(str(p))))
 
 
+def _absolute(p: Path, key: str) -> Path:
+    """A folder draftsync writes must not depend on where it was started (systemd starts it in /)."""
+    if str(p).strip() in ("", "."):
+        raise ValueError(f"{key} may not be empty")
+    if not p.is_absolute():
+        raise ValueError(
+            f"{key} must be an absolute path (or start with ~); a relative path would depend on the folder "
+            "draftsync is started from"
+        )
+    return p
+
+
+def _not_empty(v: Any) -> Any:
+    if isinstance(v, str) and not v.strip():
+        raise ValueError("may not be empty")
+    return v
+
+
 def _check_cron(v: str) -> str:
     from draftsync.schedule import parse
 
@@ -57,8 +88,27 @@ def _check_cron(v: str) -> str:
 CronExpr = Annotated[str, AfterValidator(_check_cron)]
 
 
+def _lower_choices(annotation: Any) -> bool:
+    """True for Literal["a", "b"] (or Optional of it) whose choices are all lower-case words."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return all(isinstance(a, str) and a == a.lower() for a in args)
+    return any(_lower_choices(a) for a in args if a is not type(None))
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _choices_ignore_case(cls, data: Any) -> Any:
+        # `level = "INFO"` and `backend = "TikTok"` mean what they say.
+        if isinstance(data, dict):
+            for name, f in cls.model_fields.items():
+                v = data.get(name)
+                if isinstance(v, str) and v != v.lower() and _lower_choices(f.annotation):
+                    data = {**data, name: v.lower()}
+        return data
 
 
 class WatchConfig(Section):
@@ -67,16 +117,24 @@ class WatchConfig(Section):
     recursive: bool = True
     polling: bool = False
     poll_seconds: float = Field(10.0, gt=0, le=3600)
-    rescan_minutes: float = Field(15.0, gt=0)
+    rescan_minutes: float = Field(15.0, gt=0, le=7 * 24 * 60)
     # A writer that keeps a file open this long without closing it is presumed dead.
-    open_write_timeout: float = Field(3600.0, gt=0)
+    open_write_timeout: float = Field(3600.0, gt=0, le=7 * 86400)
     extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS))
     ignore: list[str] = Field(default_factory=list)
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _no_empty_paths(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            for p in v:
+                _not_empty(p)
+        return v
 
     @field_validator("paths")
     @classmethod
     def _expand_paths(cls, v: list[Path]) -> list[Path]:
-        return [_expand(p) for p in v]
+        return [_absolute(_expand(p), "a watched folder") for p in v]
 
     @field_validator("extensions")
     @classmethod
@@ -86,7 +144,10 @@ class WatchConfig(Section):
             e = e.strip().lower()
             if not e:
                 raise ValueError("an extension may not be empty")
-            out.append(e if e.startswith(".") else "." + e)
+            e = e if e.startswith(".") else "." + e
+            if e == ".json":
+                raise ValueError("'.json' cannot be a video extension: in the archive every .json file is a sidecar")
+            out.append(e)
         return out
 
 
@@ -98,12 +159,35 @@ class ArchiveConfig(Section):
     scrub_schedule: CronExpr = "0 4 * * 0"
     scrub_fraction: float = Field(0.25, gt=0, le=1)
     # Ingest pauses rather than fill the archive disk to the last byte.
-    min_free_mib: int = Field(64, ge=0)
+    min_free_mib: int = Field(64, ge=0, le=1 << 24)
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _root_given(cls, v: Any) -> Any:
+        return _not_empty(v)
 
     @field_validator("root")
     @classmethod
     def _expand_root(cls, v: Path) -> Path:
-        return _expand(v)
+        v = _absolute(_expand(v), "archive.root")
+        if v.exists() and not v.is_dir():
+            raise ValueError("is a file, not a folder")
+        return v
+
+    @field_validator("default_label")
+    @classmethod
+    def _check_default_label(cls, v: str) -> str:
+        return LabelRule._check_label(v)
+
+    @model_validator(mode="after")
+    def _fits_path_max(self) -> ArchiveConfig:
+        worst = len(str(self.root).encode()) + 1 + layout_max_bytes(self.layout) + 8  # + a "_999" clash suffix
+        if worst > PATH_MAX:
+            raise ValueError(
+                f"archive.layout can render paths of up to {worst} bytes under archive.root, more than this "
+                f"system allows ({PATH_MAX}); use fewer or shorter folders"
+            )
+        return self
 
     @field_validator("layout")
     @classmethod
@@ -148,29 +232,55 @@ class ArchiveConfig(Section):
         return local_tz() if self.timezone == "local" else ZoneInfo(self.timezone)
 
 
+def layout_max_bytes(layout: str) -> int:
+    """The longest archive-relative path `layout` can render (each part capped as the renderer caps it)."""
+    from string import Formatter
+
+    total = 0
+    for part in layout.split("/"):
+        n = 0
+        try:
+            for literal, name, _, _ in Formatter().parse(part):
+                n += len(literal.encode()) + (FIELD_MAX_BYTES.get(name, 64) if name is not None else 0)
+        except ValueError:
+            n = len(part.encode())
+        total += min(n, NAME_BYTES + FIELD_MAX_BYTES["ext"]) + 1
+    return total
+
+
 class LabelRule(Section):
     label: str = Field(min_length=1, max_length=64)
     path: str | None = None  # glob on the path relative to its watch root, e.g. "**/TikTok/**"
     name: str | None = None  # glob on the file name, e.g. "ScreenRecording*"
     orientation: Literal["portrait", "landscape", "square"] | None = None
-    min_duration: float | None = None
-    max_duration: float | None = None
+    min_duration: float | None = Field(None, ge=0, le=86400)
+    max_duration: float | None = Field(None, ge=0, le=86400)
 
     @field_validator("label")
     @classmethod
     def _check_label(cls, v: str) -> str:
         if "/" in v or "\\" in v or v.strip(". ") == "":
             raise ValueError("a label is one folder name: no '/', '\\' and not only dots")
+        if len(v) > 64:
+            raise ValueError("a label is at most 64 characters")
         return v
 
 
 class StateConfig(Section):
     dir: Path = Field(default_factory=lambda: _state_home() / "draftsync")
 
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _dir_given(cls, v: Any) -> Any:
+        return _not_empty(v)
+
     @field_validator("dir")
     @classmethod
     def _expand_dir(cls, v: Path) -> Path:
-        return _expand(v)
+        v = _absolute(_expand(v), "state.dir")
+        if v.exists() and not v.is_dir():
+            raise ValueError("is a file, not a folder")
+        return v
 
 
 class LogConfig(Section):
@@ -297,18 +407,30 @@ class Settings(BaseSettings):
         return _expand(self.tiktok.token_file) if self.tiktok.token_file else self.state.dir / "tiktok-token.json"
 
 
+# Why the local zone fell back to UTC, if it did (the daemon logs it once).
+LOCAL_TZ_PROBLEM: list[str] = []
+
+
 def local_tz() -> tzinfo:
+    """The machine's zone with its rules (DST included): $TZ if it names a zone, else the system's
+    (/etc/localtime, via tzlocal). Never a fixed offset taken from "now", which would misdate a July clip
+    in December."""
     tz = os.environ.get("TZ")
     if tz:
         try:
             return ZoneInfo(tz.lstrip(":"))
         except (ZoneInfoNotFoundError, ValueError):
             pass
-    from datetime import datetime
+    try:
+        import tzlocal
 
-    found = datetime.now().astimezone().tzinfo
-    assert found is not None
-    return found
+        found = tzlocal.get_localzone()
+        return found
+    except Exception as e:  # conflicting or missing zone configuration
+        msg = f"the local time zone is unknown ({e}); using UTC. Set archive.timezone to an IANA name"
+        if msg not in LOCAL_TZ_PROBLEM:
+            LOCAL_TZ_PROBLEM.append(msg)
+        return UTC
 
 
 def find_config(explicit: str | None) -> Path | None:
@@ -335,6 +457,8 @@ def find_config(explicit: str | None) -> Path | None:
 def _describe(value: Any) -> str:
     if isinstance(value, SecretStr) or value is None:
         return "" if value is None else " = '**********'"
+    if not isinstance(value, str | int | float | bool | Path):
+        return ""  # a whole section or list may hold secrets; the key and the message say enough
     text = repr(value)
     return f" = {text[:80]}" + ("..." if len(text) > 80 else "")
 
@@ -347,6 +471,26 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else ("." if out else "") + str(p)
     return out or "(top level)"
+
+
+def _secret_values(data: Any, key: str = "") -> list[str]:
+    """Values under secret-looking keys in the raw TOML data and the environment, to scrub from messages."""
+    out: list[str] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out += _secret_values(v, str(k))
+    elif isinstance(data, list):
+        for v in data:
+            out += _secret_values(v, key)
+    elif isinstance(data, str) and _SECRET_KEY.search(key) and len(data) >= 4:
+        out.append(data)
+    return out
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for v in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(v, "**********")
+    return text
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -365,6 +509,51 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+ENV_PREFIX = "DRAFTSYNC_"
+
+
+def _env_config_vars() -> dict[str, str]:
+    """DRAFTSYNC_SECTION__KEY variables (the ones meant as configuration)."""
+    return {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX) and "__" in k}
+
+
+def _check_env_names() -> None:
+    """A misspelt section or key in the environment is an error, as it is in the file."""
+    bad = []
+    for var in sorted(_env_config_vars()):
+        section, _, rest = var[len(ENV_PREFIX) :].lower().partition("__")
+        field = Settings.model_fields.get(section)
+        if field is None:
+            bad.append(f"{var}: no section '{section}' (sections: {', '.join(Settings.model_fields)})")
+            continue
+        model = field.annotation
+        key = rest.split("__")[0]
+        if isinstance(model, type) and issubclass(model, BaseModel) and key not in model.model_fields:
+            bad.append(f"{var}: no key '{key}' in [{section}] (keys: {', '.join(model.model_fields)})")
+    if bad:
+        raise ConfigError("unknown configuration variable(s) in the environment:\n  " + "\n  ".join(bad))
+
+
+def _env_parse_error(e: SettingsError) -> ConfigError:
+    """pydantic-settings reads list and table values from the environment as JSON; say so with an example."""
+    for var, value in sorted(_env_config_vars().items()):
+        section, _, key = var[len(ENV_PREFIX) :].lower().partition("__")
+        field = Settings.model_fields.get(section)
+        model = field.annotation if field else None
+        sub = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        ann = sub.annotation if sub else (field.annotation if field and not key else None)
+        if typing.get_origin(ann) in (list, dict):
+            try:
+                json.loads(value)
+            except ValueError:
+                example = json.dumps([value] if typing.get_origin(ann) is list else {"key": value})
+                return ConfigError(
+                    f"{var} must be JSON for a {'list' if typing.get_origin(ann) is list else 'table'}, "
+                    f"e.g. {var}='{example}'"
+                )
+    return ConfigError(f"invalid configuration in the environment: {e}")
+
+
 def load(explicit: str | None = None) -> tuple[Settings, Path | None]:
     """Load the effective settings; raise ConfigError with a message naming key, value and problem."""
     path = find_config(explicit)
@@ -375,12 +564,22 @@ def load(explicit: str | None = None) -> tuple[Settings, Path | None]:
                 data = tomllib.load(f)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                "save it as UTF-8"
+            ) from None
         except OSError as e:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    _check_env_names()
+    secrets = _secret_values(data) + [v for k, v in _env_config_vars().items() if _SECRET_KEY.search(k) and len(v) >= 4]
     try:
         settings = Settings(**data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path) if path else "defaults and environment")) from None
+        msg = format_validation_error(e, str(path) if path else "defaults and environment")
+        raise ConfigError(_scrub(msg, secrets)) from None
+    except SettingsError as e:
+        raise ConfigError(_scrub(str(_env_parse_error(e)), secrets)) from None
     return settings, path
 
 

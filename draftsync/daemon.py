@@ -1,12 +1,17 @@
 """The daemon: wiring of the stages, its threads and queue, scheduler jobs, signals and sd_notify.
 
-Watchdog threads feed the Settler; a settle loop moves ready paths into a bounded queue; a small worker
-pool ingests them. APScheduler runs the periodic rescans, the scrub and the push window. `scan` uses
-the same pipeline once and exits.
+Watchdog threads enqueue events for the Settler; a settle loop moves ready paths into a bounded queue; a
+small worker pool ingests them. APScheduler runs the periodic rescans, supervision, the scrub and the
+push window. `scan` uses the same pipeline once and exits.
+
+Whatever stops archiving as a whole (the archive missing or not ours, its disk full, the state disk full)
+pauses ingest with one problem (`problems.py`), retried every few seconds, resumed by itself; a fault of
+one file is recorded and retried with back-off. SIGHUP re-reads the configuration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -20,18 +25,30 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from draftsync import log, schedule
-from draftsync.archive import Archive, free_bytes
+from draftsync import config as config_mod
+from draftsync import log, names, schedule
+from draftsync.archive import Archive, free_space
 from draftsync.catalog import Catalog, make_private_dir
 from draftsync.config import Settings
-from draftsync.errors import Abandoned, ArchiveFull, ConfigError, ItemError, SourceChanged, SourceGone
-from draftsync.ingest import Ingestor, Outcome
+from draftsync.errors import (
+    Abandoned,
+    ArchiveFull,
+    ArchiveMissing,
+    ConfigError,
+    ItemError,
+    SourceChanged,
+    SourceGone,
+    SourceUnreadable,
+    StateFull,
+)
+from draftsync.ingest import INODES_PER_VIDEO, Ingestor, Outcome
 from draftsync.integrity import scrub
 from draftsync.lock import StateLock
+from draftsync.marker import ArchiveGuard
 from draftsync.problems import Problems
 from draftsync.runtime import Runtime, Service
 from draftsync.sdnotify import Notifier
-from draftsync.settle import IgnoreRules, Settler
+from draftsync.settle import IgnoreRules, Settler, Version, unchanged
 from draftsync.supervise import Supervisor
 from draftsync.watch import RootWatch, walk_files
 
@@ -39,6 +56,10 @@ _log = log.get("draftsync.daemon")
 
 WORKERS = 2
 RETRY_DELAYS = (30.0, 120.0, 600.0, 3600.0)
+RESUME_EVERY = 2.0  # seconds between checks whether a paused ingest may resume (cheap: a stat or two)
+FAILING_AFTER = 3  # attempts before a failing file becomes a standing problem
+FAILING_EVERY = 30.0  # seconds between looks at failing files
+HELD_SHOWN = 50  # held-back files listed in the heartbeat (status shows them)
 
 
 def ignore_rules(settings: Settings) -> IgnoreRules:
@@ -54,23 +75,43 @@ def cron(expr: str, tz: Any) -> Any:
 
 
 @dataclass
+class Pause:
+    """Why ingest as a whole is paused: archive_missing, archive_full or state_full (problem kinds)."""
+
+    kind: str
+    message: str
+    needed: int = 0  # bytes the archive disk must have free again (archive_full)
+
+
+@dataclass
 class Pipeline:
-    """What `run` and `scan` share: ingest one path, classify what went wrong, remember retries."""
+    """What `run` and `scan` share: ingest one path, classify what went wrong, remember retries, pause."""
 
     settings: Settings
     catalog: Catalog
     archive: Archive
     stop: threading.Event = field(default_factory=threading.Event)
+    problems: Problems = field(default_factory=Problems)
+    guard: ArchiveGuard | None = None
+    beat: Callable[[], None] | None = None
     roots: list[str] = field(default_factory=list)
     retries: dict[str, tuple[float, int]] = field(default_factory=dict)
-    paused_until_space: int = 0  # bytes needed; 0 when not paused
+    pause: Pause | None = None
     counts: dict[str, int] = field(default_factory=dict)
     on_archived: Callable[[Outcome], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _told: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.roots = [str(p) for p in self.settings.watch.paths]
-        self.ingestor = Ingestor(self.settings, self.catalog, self.archive, should_stop=self.stop.is_set)
+        self.guard = self.guard or ArchiveGuard(self.archive.root, self.catalog)
+        self.ingestor = Ingestor(self.settings, self.catalog, self.archive, should_stop=self.stop.is_set,
+                                 guard=self.guard, beat=self.beat)  # fmt: skip
+
+    @property
+    def paused_until_space(self) -> int:
+        p = self.pause
+        return max(p.needed, 1) if p is not None and p.kind == "archive_full" else 0
 
     def root_of(self, path: str) -> str:
         best = ""
@@ -81,55 +122,108 @@ class Pipeline:
 
     def handle(self, path: str, resettle: Callable[[str], None]) -> Outcome | None:
         """Ingest one path; item errors are recorded and scheduled for retry, never raised."""
+        shown = names.readable(path)
         try:
             out = self.ingestor.ingest(path, self.root_of(path))
         except SourceChanged as e:
-            _log.info("source still changing", path=path, detail=str(e))
+            _log.info("source still changing", path=shown, detail=str(e))
             resettle(path)
             return None
         except SourceGone as e:
-            _log.info("source vanished", path=path, detail=str(e))
+            _log.info("source vanished", path=shown, detail=str(e))
+            return None
+        except ArchiveMissing as e:
+            self.pause_for(Pause("archive_missing", str(e)))
+            self.retry_now(path)
             return None
         except ArchiveFull as e:
-            with self._lock:
-                if not self.paused_until_space:
-                    _log.error("archive full", path=path, error=str(e), root=str(self.archive.root))
-                    self.catalog.log_event("error", "archive_full", str(e), path)
-                self.paused_until_space = max(e.needed, 1)
-                self.retries[path] = (time.monotonic(), 0)
+            self.pause_for(Pause("archive_full", str(e), e.needed))
+            self.retry_now(path)
+            return None
+        except StateFull as e:
+            self.pause_for(Pause("state_full", str(e)))
+            self.retry_now(path)
             return None
         except ItemError as e:
-            attempts = self.catalog.record_failure(path, self.root_of(path), str(e))
-            with self._lock:
-                self.counts["failed"] = self.counts.get("failed", 0) + 1
+            kind = "unreadable" if isinstance(e, SourceUnreadable) else "failing"
+            try:
+                attempts = self.catalog.record_failure(path, self.root_of(path), str(e), kind)
+            except StateFull as full:
+                self.pause_for(Pause("state_full", str(full)))
+                self.retry_now(path)
+                return None
             delay = RETRY_DELAYS[min(attempts - 1, len(RETRY_DELAYS) - 1)]
             with self._lock:
+                self.counts["failed"] = self.counts.get("failed", 0) + 1
                 self.retries[path] = (time.monotonic() + delay, attempts)
-            _log.error("ingest failed", path=path, error=str(e), attempts=attempts, retry_in_seconds=delay)
-            self.catalog.log_event("error", "ingest_failed", str(e), path)
+            _log.error("ingest failed", path=shown, error=str(e), attempts=attempts, retry_in_seconds=delay)
+            with contextlib.suppress(StateFull):
+                self.catalog.log_event("error", "ingest_failed", str(e), path)
             return None
         with self._lock:
             self.counts[out.kind] = self.counts.get(out.kind, 0) + 1
             self.retries.pop(path, None)
-        if out.kind == "skipped":
-            _log.info("skipped", path=path, reason=out.detail)
+        if out.kind in ("skipped", "empty"):
+            self._tell_once(path, out.detail or out.kind)
         if out.kind == "archived" and self.on_archived is not None:
             self.on_archived(out)
         return out
 
-    def space_back(self) -> bool:
-        """While paused for a full disk: has enough space returned?"""
-        need = self.paused_until_space
-        if not need:
+    def _tell_once(self, path: str, why: str) -> None:
+        """Skipped files (empty, symlinks) are logged once, at debug level."""
+        key = f"{why}\0{path}"
+        with self._lock:
+            if key in self._told:
+                return
+            if len(self._told) > 10_000:
+                self._told.clear()
+            self._told.add(key)
+        _log.debug("skipped", path=names.readable(path), reason=why)
+
+    def retry_now(self, path: str) -> None:
+        with self._lock:
+            self.retries[path] = (time.monotonic(), 0)
+
+    def pause_for(self, p: Pause) -> None:
+        """Pause ingest (once: the problem is reported when it appears or its message changes)."""
+        with self._lock:
+            first = self.pause is None or self.pause.kind != p.kind
+            if self.pause is not None and self.pause.kind == p.kind:
+                p.needed = max(p.needed, self.pause.needed)
+            self.pause = p
+        if first:
+            _log.error(p.kind.replace("_", " "), message=p.message, detail="ingest paused; retried every few seconds")
+        self.problems.report(p.kind, p.kind, p.message)
+
+    def try_resume(self) -> bool:
+        """While paused: has the cause gone? If so resume (and clear the problem)."""
+        p = self.pause
+        if p is None:
             return True
-        free = free_bytes(self.archive.root)
-        if free is not None and free >= need:
-            with self._lock:
-                self.paused_until_space = 0
-            _log.info("archive has space again; ingest resumes", root=str(self.archive.root))
-            self.catalog.log_event("info", "archive_space", "space returned; ingest resumed")
-            return True
-        return False
+        ok = False
+        if p.kind == "archive_missing":
+            assert self.guard is not None
+            msg = self.guard.check()
+            ok = msg is None
+            if msg is not None and msg != p.message:
+                self.pause_for(Pause(p.kind, msg))
+        elif p.kind == "archive_full":
+            fs = free_space(self.archive.root)
+            ok = fs is not None and fs[0] >= p.needed and fs[1] >= INODES_PER_VIDEO
+        elif p.kind == "state_full":
+            try:
+                self.catalog.set_meta("state_probe", str(time.time()))
+                ok = True
+            except StateFull:
+                ok = False
+        if not ok:
+            return False
+        with self._lock:
+            if self.pause is p:
+                self.pause = None
+        _log.info("ingest resumes", cause=p.kind)
+        self.problems.resolve(p.kind)
+        return True
 
     def due_retries(self) -> list[str]:
         now = time.monotonic()
@@ -141,13 +235,15 @@ class Pipeline:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None, config_arg: str | None = None) -> None:
         self.settings = settings
+        self.config_arg = config_arg
         self.notifier = notifier or Notifier()
         self.stop = threading.Event()
+        self.hup = threading.Event()
         self.lock = StateLock(settings.state.dir)
         self.rules = ignore_rules(settings)
-        self.settler = Settler(settings.watch.settle_seconds, settings.watch.open_write_timeout)
+        self.settler = Settler(settings.watch.settle_seconds, settings.watch.open_write_timeout, rules=self.rules)
         self.work: queue.Queue[str] = queue.Queue(maxsize=256)
         self.in_flight: set[str] = set()
         self.threads: list[threading.Thread] = []
@@ -158,40 +254,67 @@ class Daemon:
         self.started = time.time()
         self._flight_lock = threading.Lock()
         self._dead_reported = False
+        self._next_resume = 0.0
+        self._next_failing_check = 0.0
 
     # --- start-up ------------------------------------------------------------------------------------
 
     def prepare_folders(self) -> None:
-        """Create the folders of the embedded default (and any missing archive/state dir) and name them."""
+        """Create the state dir and the default inbox and name them. The archive root is the guard's."""
         s = self.settings
         if not s.state.dir.exists():
             make_private_dir(s.state.dir)
             _log.info("created folder", path=str(s.state.dir))
-        if not s.archive.root.exists():
-            s.archive.root.mkdir(parents=True, exist_ok=True)
-            _log.info("created folder", path=str(s.archive.root))
         for p in s.watch.paths:
             if not p.exists() and p == type(s.watch)().paths[0]:
                 p.mkdir(parents=True, exist_ok=True)
                 _log.info("created the default inbox; point your sync tool at it", path=str(p))
 
     def run(self) -> int:
-        s = self.settings
         self.prepare_folders()
         self.lock.acquire("start the daemon")
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> int:
+        s = self.settings
         self.catalog = Catalog(s.catalog_path)
         self.archive = Archive(s.archive.root, s.archive.layout)
         self.problems = Problems(self.catalog)
+        for why in config_mod.LOCAL_TZ_PROBLEM:
+            _log.warning("time zone", detail=why)
+        # Conditions of the last run that are only noticed when they recur are cleared; the others (archive,
+        # folders, failing files) are looked at afresh below and cleared only if they no longer hold.
+        roots = {str(p) for p in s.watch.paths}
+        for key in self.problems.active_keys():
+            kind, _, where = key.partition(":")
+            if kind in ("archive_full", "state_full", "loop_dead") or (
+                kind in ("root_missing", "root_degraded") and where not in roots
+            ):
+                self.problems.resolve(key, "looked at afresh at start-up")
+        self.guard = ArchiveGuard(s.archive.root, self.catalog, lock_owner=str(s.state.dir))
+        missing = self.guard.check()
+        self.guard.refuse_if_taken()
+        if missing is None:
+            self.problems.resolve("archive_missing")
         self.rt = Runtime(s, self.catalog, self.archive, self.problems, self.supervisor, self.scheduler, self.stop)
-        self.pipeline = Pipeline(s, self.catalog, self.archive, self.stop, on_archived=self._archived)
-        removed = self.archive.sweep_temps()
-        if removed:
-            _log.info("removed partial copies left by an earlier stop", count=len(removed))
+        self.pipeline = Pipeline(s, self.catalog, self.archive, self.stop, problems=self.problems, guard=self.guard,
+                                 beat=self.supervisor.beat_current, on_archived=self._archived)  # fmt: skip
+        if missing is not None:
+            self.pipeline.pause_for(Pause("archive_missing", missing))
+        else:
+            removed = self.archive.sweep_temps()
+            if removed:
+                _log.info("removed partial copies left by an earlier stop", count=len(removed))
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.hup.set())
         _log.info(
             "starting", roots=[str(p) for p in s.watch.paths], archive=str(s.archive.root), state=str(s.state.dir),
             settle_seconds=s.watch.settle_seconds, push="on" if s.push.enabled else "off",
+            timezone=str(s.archive.tz()),
         )  # fmt: skip
 
         for p in s.watch.paths:
@@ -199,13 +322,17 @@ class Daemon:
                 str(p), self.rules, self.settler, recursive=s.watch.recursive, force_polling=s.watch.polling,
                 poll_seconds=s.watch.poll_seconds,
             )  # fmt: skip
-            w.start()
+            try:
+                w.start()
+            except Exception as e:  # a watcher that cannot start is supervised like one that died
+                _log.exception("watch could not start; retried by supervision", root=str(p), error=str(e))
             self.watches.append(w)
+            self._report_root(w)
         self._publish_roots()
 
         for i in range(WORKERS):
-            # A worker beats between files; one file may take long (a 4 GB copy to a slow USB disk).
-            lp = self.supervisor.spawn(f"ingest-{i}", self._work_one, self.stop, interval=0, max_silence=1800)
+            # A worker beats per chunk of a copy, so silence means it is stuck, not busy.
+            lp = self.supervisor.spawn(f"ingest-{i}", self._work_one, self.stop, interval=0, max_silence=600)
             assert lp.thread is not None
             self.threads.append(lp.thread)
         self.supervisor.spawn("settle", self._settle_once, self.stop, interval=0.25, max_silence=120)
@@ -213,28 +340,51 @@ class Daemon:
         rt = self.rt
         rt.add_job("rescan", self.rescan, IntervalTrigger(minutes=s.watch.rescan_minutes),
                    max_silence=s.watch.rescan_minutes * 60 * 2 + 3600, next_run_time=_now_dt())  # fmt: skip
-        # The 5 s supervision job also proves the scheduler thread itself is alive.
-        rt.add_job("supervise", self.supervise, IntervalTrigger(seconds=5), max_silence=120)
+        # Every 2 s (stats and reads only): a dead watcher or a remounted share is watched again at once. The
+        # job also proves the scheduler thread itself is alive.
+        rt.add_job("supervise", self.supervise, IntervalTrigger(seconds=2), max_silence=120)
         rt.add_job("scrub", self._scrub, cron(s.archive.scrub_schedule, s.archive.tz()), misfire_grace_time=3600)
         from draftsync.neardup import NearDups
 
         self.neardups = NearDups(self.catalog, self.archive, self.stop.is_set)
-        rt.add_job("signatures", self.neardups.backfill, IntervalTrigger(seconds=15), max_silence=6 * 3600,
+        rt.add_job("signatures", self._backfill, IntervalTrigger(seconds=15), max_silence=6 * 3600,
                    next_run_time=_now_dt())  # fmt: skip
         self._add_push_job()
         for svc in self.services:
             svc.start(rt)
         self.scheduler.start()
+        self._heartbeat(notify=False)  # `status` sees a running daemon from the moment it says it is ready
         self.notifier.ready(self._status_line())
-        _log.info("ready", watch_modes={w.root: w.mode for w in self.watches})
+        _log.info("ready", watch_modes={w.root: w.mode for w in self.watches}, next_runs=self._next_runs())
 
-        next_ping = 0.0
+        next_ping = time.monotonic() + min(5.0, self.notifier.watchdog_interval or 5.0)
         while not self.stop.wait(1.0):
+            if self.hup.is_set():
+                self.hup.clear()
+                self.reload()
             now = time.monotonic()
             if now >= next_ping:
                 self._heartbeat()
                 next_ping = now + min(5.0, self.notifier.watchdog_interval or 5.0)
         return self.shutdown()
+
+    def reload(self) -> None:
+        """SIGHUP: read the config again. The log level and format apply at once; any other change is named
+        and waits for a restart (a half-applied config would be worse). A bad file changes nothing."""
+        try:
+            new, _ = config_mod.load(self.config_arg)
+        except ConfigError as e:
+            _log.error("config reload failed; the running configuration stays in force", error=str(e))
+            return
+        changed = _changed_keys(self.settings.model_dump(mode="json"), new.model_dump(mode="json"))
+        log.register_secrets(config_mod.secrets_of(new))
+        applied = [k for k in changed if k.startswith("log.")]
+        if applied:
+            log.setup(new.log.level, new.log.format)
+            self.settings.log = new.log
+        pending = [k for k in changed if k not in applied]
+        _log.info("config reloaded", applied=applied, restart_needed=pending,
+                  hint="restart draftsync to apply the others" if pending else None)  # fmt: skip
 
     def shutdown(self) -> int:
         self.notifier.stopping()
@@ -252,19 +402,32 @@ class Daemon:
             w.stop()
         for t in self.threads:
             t.join(timeout=30)
-        self._publish_roots(mode_override="stopped")
-        self.catalog.set_meta("daemon", json.dumps({"pid": None, "stopped": time.time()}))
-        self.lock.release()
+        try:
+            self._publish_roots(mode_override="stopped")
+            self.catalog.set_meta("daemon", json.dumps({"pid": None, "stopped": time.time()}))
+        except StateFull as e:
+            _log.error("could not record the stop in the catalog", error=str(e))
+        self.guard.release()
         _log.info("stopped")
         return 0
 
     # --- loops -----------------------------------------------------------------------------------
 
     def _settle_once(self) -> None:
-        if self.pipeline.paused_until_space and not self.pipeline.space_back():
-            self.stop.wait(5.0)
-            return
-        for p in self.pipeline.due_retries():
+        for root in self.settler.take_gaps():
+            _log.warning("events were lost (inotify queue overflow); rescanning now", root=root)
+            with contextlib.suppress(StateFull):
+                self.catalog.log_event("warning", "events_lost", f"{root}: inotify queue overflow; rescanned", root)
+            self._rescan_soon(root)
+        pl = self.pipeline
+        if pl.pause is not None:
+            now = time.monotonic()
+            if now >= self._next_resume:
+                self._next_resume = now + RESUME_EVERY
+                pl.try_resume()
+            if pl.pause is not None:
+                return
+        for p in pl.due_retries():
             self.settler.observe(p, age=self.settings.watch.settle_seconds)
         for path in self.settler.ready():
             self._enqueue(path)
@@ -281,6 +444,8 @@ class Daemon:
                 self.work.put(path, timeout=0.5)
                 return
             except queue.Full:
+                # Workers busy with long copies: waiting here is progress, not a hung settle loop.
+                self.supervisor.beat_current()
                 continue
 
     def _work_one(self) -> None:
@@ -289,14 +454,14 @@ class Daemon:
         except queue.Empty:
             return
         try:
-            if self.pipeline.paused_until_space:
-                self.pipeline.retries[path] = (time.monotonic(), 0)
+            if self.pipeline.pause is not None:
+                self.pipeline.retry_now(path)
                 return
             self.pipeline.handle(path, self.settler.observe)
         except Abandoned:
-            _log.info("copy abandoned for shutdown; nothing partial left", path=path)
+            _log.info("copy abandoned for shutdown; nothing partial left", path=names.readable(path))
         except Exception as e:  # a bug in one file's handling must not kill the worker
-            _log.exception("unexpected error", path=path, error=str(e))
+            _log.exception("unexpected error", path=names.readable(path), error=str(e))
             self.pipeline.retries[path] = (time.monotonic() + RETRY_DELAYS[-1], 0)
         finally:
             with self._flight_lock:
@@ -304,40 +469,117 @@ class Daemon:
 
     # --- jobs ------------------------------------------------------------------------------------
 
+    def _rescan_soon(self, root: str) -> None:
+        """Rescan one root at once (after lost events or a watcher restart), off the caller's thread."""
+        self.rt.add_job(f"rescan-now:{root}", lambda: self.rescan(only=root), None, next_run_time=_now_dt(),
+                        replace_existing=True, misfire_grace_time=None)  # fmt: skip
+
     def rescan(self, only: str | None = None) -> None:
         """Reconcile each root with the catalog: new or changed files go to the settler."""
+        try:
+            self._rescan(only)
+        except StateFull as e:
+            self.pipeline.pause_for(Pause("state_full", str(e)))
+
+    def _rescan(self, only: str | None) -> None:
         known = self.catalog.known_paths()
         for w in self.watches:
             if only and w.root != only:
                 continue
-            found, seen = reconcile(w.root, self.rules, known, self.settler, self.settings.watch.recursive)
+            unreadable: list[str] = []
+            found, seen = reconcile(w.root, self.rules, known, self.settler, self.settings.watch.recursive,
+                                    unreadable)  # fmt: skip
+            key = f"root_missing:{w.root}"
             if not os.path.isdir(w.root) or (found == 0 and self.catalog.present_sources_under(w.root) > 0):
-                detail = "folder missing" if not os.path.isdir(w.root) else "folder is empty"
+                missing = not os.path.isdir(w.root)
+                detail = "folder missing" if missing else "folder is empty"
                 _log.error("watch root missing or empty; not treating it as deletion", root=w.root, detail=detail,
                            hint="is the share mounted?")  # fmt: skip
-                w.health, w.detail = "missing" if detail == "folder missing" else "empty", detail
-                self.catalog.log_event("error", "root_missing", f"{w.root}: {detail}", w.root)
+                w.health, w.detail = "missing" if missing else "empty", detail
+                if self.problems.report(key, "root_missing", f"the watched folder {w.root} is "
+                                        f"{'missing' if missing else 'empty'}: is the share mounted? Nothing it "
+                                        "held is treated as deleted", severity="warning"):  # fmt: skip
+                    self.catalog.log_event("error", "root_missing", f"{w.root}: {detail}", w.root)
             else:
-                gone = [p for p, v in known.items() if v[3] in ("archived", "empty") and p not in seen
+                gone = [p for p, v in known.items() if v[3] in ("archived", "empty", "failed") and p not in seen
                         and (p.startswith(w.root.rstrip("/") + "/"))]  # fmt: skip
                 if gone:
                     self.catalog.mark_gone(gone)
                     _log.info("source files gone (archive keeps them)", root=w.root, count=len(gone))
                 if w.health in ("empty", "missing") and w.mode != "missing":
                     w.health, w.detail = "ok", ""
+                self.problems.resolve(key)
+                if w.mode == "inotify" and set(w.unreadable()) - set(unreadable):
+                    # Folders that were unreadable can be read now: watch them (a restart adds the watches).
+                    w.restart()
+                w.set_unreadable(unreadable)  # the full walk is the authority on what cannot be read
+                w.assess()
+                self._report_root(w)
             self.catalog.update_root(w.root, last_rescan=time.time())
         self._publish_roots()
 
+    def _report_root(self, w: RootWatch) -> None:
+        """A watched folder's standing problems follow its health."""
+        if w.health == "degraded":
+            self.problems.report(f"root_degraded:{w.root}", "root_degraded",
+                                 f"the watched folder {w.root} is watched only partly: {w.detail}",
+                                 severity="warning")  # fmt: skip
+        else:
+            self.problems.resolve(f"root_degraded:{w.root}")
+        if w.mode == "missing":
+            self.problems.report(f"root_missing:{w.root}", "root_missing",
+                                 f"the watched folder {w.root} is missing: is the share mounted? Nothing it held is "
+                                 "treated as deleted", severity="warning")  # fmt: skip
+
     def supervise(self) -> None:
+        changed = False
         for w in self.watches:
             try:
-                if w.check():
-                    self.rescan(only=w.root)
+                before = (w.mode, w.health, w.detail)
+                why = w.check()
+                changed = changed or why is not None or before != (w.mode, w.health, w.detail)
+                if why is not None:
+                    if why != "the folder reappeared":
+                        self.problems.notice("watcher_restarted",
+                                             f"the watcher of {w.root} was restarted ({why}); rescanning it now")  # fmt: skip
+                    self._rescan_soon(w.root)
+                self._report_root(w)
             except Exception as e:
-                _log.error("watch restart failed", root=w.root, error=str(e))
-        self._publish_roots()
+                _log.exception("watch restart failed", root=w.root, error=str(e))
+        now = time.monotonic()
+        if now >= self._next_failing_check:
+            self._next_failing_check = now + FAILING_EVERY
+            try:
+                self._check_failing()
+            except StateFull as e:
+                self.pipeline.pause_for(Pause("state_full", str(e)))
+        if self.pipeline.pause is None:
+            try:
+                self.guard.require()  # a stat or three while nothing changed; a remount is a new lock file
+            except ArchiveMissing as e:
+                self.pipeline.pause_for(Pause("archive_missing", str(e)))
+        if changed:
+            self._publish_roots()  # (the heartbeat publishes them every 5 s anyway)
+
+    def _check_failing(self) -> None:
+        n = self.catalog.failing_count(FAILING_AFTER)
+        if not n:
+            self.problems.resolve("files_failing")
+            return
+        worst = next((f for f in self.catalog.failures(50) if f["attempts"] >= FAILING_AFTER), None)
+        eg = f", e.g. {worst['path']}: {worst['last_error']}" if worst else ""
+        self.problems.report("files_failing", "files_failing",
+                             f"{n} file(s) keep failing to archive{eg}; they are retried (see `draftsync status`)")  # fmt: skip
+
+    def _backfill(self) -> None:
+        # Videos on a disk that is not mounted are not unsignable: wait until the archive is back.
+        if self.guard.ok:
+            self.neardups.backfill()
 
     def _scrub(self) -> None:
+        if not self.guard.ok:
+            _log.warning("scrub skipped: the archive is not available", detail=self.guard.message)
+            return
         scrub(self.archive, self.catalog, self.settings.archive.scrub_fraction)
 
     def _add_push_job(self) -> None:
@@ -364,12 +606,29 @@ class Daemon:
 
     def _status_line(self) -> str:
         c = self.pipeline.counts
+        p = self.pipeline.pause
         return (
             f"{c.get('archived', 0)} archived, {len(self.settler)} settling, "
-            f"{'paused: archive full' if self.pipeline.paused_until_space else 'watching'}"
+            f"{'paused: ' + p.kind.replace('_', ' ') if p else 'watching'}"
         )
 
-    def _heartbeat(self) -> None:
+    def _next_runs(self) -> dict[str, str]:
+        out = {}
+        for job in self.scheduler.get_jobs():
+            nxt = getattr(job, "next_run_time", None)
+            if nxt is not None and job.id in ("scrub", "push", "rescan"):
+                out[job.id] = nxt.isoformat()
+        return out
+
+    def held(self) -> list[dict[str, Any]]:
+        """Files held back and why (settling, open for write, being archived), for `status`."""
+        out = [{"path": names.readable(h.path), "reason": h.reason, "quiet_for": round(h.quiet_for, 1),
+                "need": h.need} for h in self.settler.held()]  # fmt: skip
+        with self._flight_lock:
+            out += [{"path": names.readable(p), "reason": "being archived"} for p in self.in_flight]
+        return out
+
+    def _heartbeat(self, notify: bool = True) -> None:
         dead = self.supervisor.dead()
         if dead:
             # Stop feeding systemd's watchdog: a restarted daemon beats a deaf one kept alive.
@@ -378,31 +637,56 @@ class Daemon:
                                      + "; the daemon stops feeding the watchdog so that systemd restarts it")  # fmt: skip
                 self._dead_reported = True
         else:
-            self.notifier.watchdog()
+            if notify:
+                self.notifier.watchdog()
             if self._dead_reported:
                 self.problems.resolve("loop_dead")
                 self._dead_reported = False
-        self.notifier.status(self._status_line())
-        self.catalog.set_meta(
-            "daemon",
-            json.dumps({
-                "pid": os.getpid(), "started": self.started, "heartbeat": time.time(),
-                "settling": len(self.settler), "queued": self.work.qsize(), "in_flight": len(self.in_flight),
-                "paused_archive_full": bool(self.pipeline.paused_until_space), "counts": self.pipeline.counts,
-                "dead_loops": dead,
-            }),
-        )  # fmt: skip
+        if notify:
+            self.notifier.status(self._status_line())
+        p = self.pipeline.pause
+        held = self.held()
+        try:
+            self.catalog.set_meta(
+                "daemon",
+                json.dumps({
+                    "pid": os.getpid(), "started": self.started, "heartbeat": time.time(),
+                    "settling": len(self.settler), "queued": self.work.qsize(), "in_flight": len(self.in_flight),
+                    "paused_archive_full": p is not None and p.kind == "archive_full",
+                    "paused": {"kind": p.kind, "message": p.message} if p else None,
+                    "counts": self.pipeline.counts, "dead_loops": dead, "held": held[:HELD_SHOWN],
+                    "held_count": len(held), "next_runs": self._next_runs(), "timezone": str(self.settings.archive.tz()),
+                }),
+            )  # fmt: skip
+        except StateFull as e:
+            self.pipeline.pause_for(Pause("state_full", str(e)))
+            return
         self._publish_roots()
 
     def _publish_roots(self, mode_override: str | None = None) -> None:
-        for w in self.watches:
-            self.catalog.update_root(
-                w.root,
-                mode=mode_override or w.mode,
-                health=w.health,
-                detail=w.detail,
-                last_event=w.last_event,
-            )
+        try:
+            for w in self.watches:
+                self.catalog.update_root(
+                    w.root,
+                    mode=mode_override or w.mode,
+                    health=w.health,
+                    detail=w.detail,
+                    last_event=w.last_event,
+                )
+        except StateFull as e:
+            self.pipeline.pause_for(Pause("state_full", str(e)))
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`section.key` names whose values differ between two config dumps (whole sections for lists)."""
+    out = []
+    for sec in sorted(set(old) | set(new)):
+        a, b = old.get(sec), new.get(sec)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{sec}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(sec)
+    return out
 
 
 def _now_dt() -> Any:
@@ -414,15 +698,19 @@ def _now_dt() -> Any:
 def reconcile(
     root: str,
     rules: IgnoreRules,
-    known: dict[str, tuple[int, int, int, str]],
+    known: dict[str, tuple[int, int, int, str, int | None]],
     settler: Settler,
     recursive: bool,
+    unreadable: list[str] | None = None,
 ) -> tuple[int, set[str]]:
-    """Walk one root; hand new or changed files to the settler. Returns (files found, paths seen)."""
+    """Walk one root; hand new or changed files to the settler. Returns (files found, paths seen).
+
+    A file's age comes from its mtime only when that is in the past: a clock that lies (mtime in 2300)
+    gives no head start, and the settler's own monotonic clock decides."""
     now = time.time()
     found = 0
     seen: set[str] = set()
-    for e in walk_files(root, rules, recursive):
+    for e in walk_files(root, rules, recursive, unreadable):
         found += 1
         seen.add(e.path)
         try:
@@ -430,75 +718,101 @@ def reconcile(
         except OSError:
             continue
         k = known.get(e.path)
-        if k is not None and k[3] in ("archived", "empty") and k[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
+        if k is not None and k[3] in ("archived", "empty") and unchanged(Version(k[0], k[1], k[2], k[4]),
+                                                                          Version.of(st)):  # fmt: skip
             continue
         settler.observe(e.path, age=max(0.0, now - st.st_mtime))
     return found, seen
 
 
 def scan_once(settings: Settings, progress: Any = None, compare: bool = True) -> dict[str, Any]:
-    """`draftsync scan`: ingest everything already settled under the roots, then return a summary."""
+    """`draftsync scan`: ingest everything complete under the roots, then return a summary.
+
+    Files that are not yet quiet (just written, or with an mtime in the future that says nothing) are
+    watched for one settle period by scan's own monotonic clock; those still changing are left."""
     lock = StateLock(settings.state.dir)
-    settings.archive.root.mkdir(parents=True, exist_ok=True)
     lock.acquire("scan")
-    catalog = Catalog(settings.catalog_path)
     try:
-        archive = Archive(settings.archive.root, settings.archive.layout)
-        stop = threading.Event()
-        pipeline = Pipeline(settings, catalog, archive, stop)
-        archive.sweep_temps()
-        rules = ignore_rules(settings)
-        settler = Settler(settings.watch.settle_seconds, settings.watch.open_write_timeout)
-        known = catalog.known_paths()
-        missing = []
-        found = 0
-        for r in pipeline.roots:
-            if not os.path.isdir(r):
-                missing.append(r)
-                _log.error("watch root missing", root=r)
-                continue
-            found += reconcile(r, rules, known, settler, settings.watch.recursive)[0]
-            catalog.update_root(r, last_rescan=time.time())
-        unsettled = len(settler)
-        unchanged = found - unsettled
-        ready = settler.ready()
-        unsettled -= len(ready)
-        sizes = {p: _size(p) for p in ready}
-        if progress is not None:
-            progress.start(sum(sizes.values()), len(ready))
-            archive.progress = progress.advance
-        import concurrent.futures as cf
-
-        def one(p: str) -> Outcome | None:
-            out = pipeline.handle(p, lambda _p: None)
-            if progress is not None:
-                progress.file_done(p)
-            return out
-
-        prev = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        catalog = Catalog(settings.catalog_path)
+        guard = ArchiveGuard(settings.archive.root, catalog, lock_owner=str(settings.state.dir))
         try:
-            with cf.ThreadPoolExecutor(WORKERS) as ex:
-                list(ex.map(one, ready))
+            return _scan(settings, catalog, guard, progress, compare)
         finally:
-            signal.signal(signal.SIGINT, prev)
-        signed = 0
-        if compare and not stop.is_set() and catalog.any_unsigned():
-            from draftsync.neardup import NearDups  # numpy and PyAV load only when there is work
-
-            signed = NearDups(catalog, archive, stop.is_set).backfill(limit=10**9)
-        summary = {
-            "signed": signed,
-            "candidates": len(ready), "archived": pipeline.counts.get("archived", 0),
-            "already_archived": unchanged + pipeline.counts.get("seen", 0) + pipeline.counts.get("known", 0),
-            "empty": pipeline.counts.get("empty", 0), "skipped": pipeline.counts.get("skipped", 0),
-            "failed": pipeline.counts.get("failed", 0),
-            "still_being_written": unsettled, "archive_full": bool(pipeline.paused_until_space),
-            "missing_roots": missing, "interrupted": stop.is_set(),
-        }  # fmt: skip
-        return summary
+            guard.release()
+            catalog.close()
     finally:
-        catalog.close()
         lock.release()
+
+
+def _scan(settings: Settings, catalog: Catalog, guard: ArchiveGuard, progress: Any, compare: bool) -> dict[str, Any]:
+    missing_archive = guard.check()
+    if missing_archive is not None:
+        guard.refuse_if_taken()
+        raise ArchiveMissing(missing_archive)
+    archive = Archive(settings.archive.root, settings.archive.layout)
+    stop = threading.Event()
+    pipeline = Pipeline(settings, catalog, archive, stop, problems=Problems(catalog), guard=guard)
+    archive.sweep_temps()
+    rules = ignore_rules(settings)
+    settler = Settler(settings.watch.settle_seconds, settings.watch.open_write_timeout, rules=rules)
+    known = catalog.known_paths()
+    missing = []
+    found = 0
+    for r in pipeline.roots:
+        if not os.path.isdir(r):
+            missing.append(r)
+            _log.error("watch root missing", root=r)
+            continue
+        found += reconcile(r, rules, known, settler, settings.watch.recursive)[0]
+        catalog.update_root(r, last_rescan=time.time())
+    unchanged_count = found - len(settler)
+    import concurrent.futures as cf
+
+    def one(p: str) -> Outcome | None:
+        out = pipeline.handle(p, lambda _p: None)
+        if progress is not None:
+            progress.file_done(p)
+        return out
+
+    def ingest(paths: list[str]) -> None:
+        with cf.ThreadPoolExecutor(WORKERS) as ex:
+            list(ex.map(one, paths))
+
+    ready = settler.ready()
+    if progress is not None:
+        progress.start(sum(_size(p) for p in ready), len(ready))
+        archive.progress = progress.advance
+    candidates = len(ready)
+    prev = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        ingest(ready)
+        # What was not quiet yet gets one settle period, by our clock, not the file's.
+        wait = max((h.need for h in settler.held()), default=0.0)
+        deadline = time.monotonic() + wait + 0.5
+        while len(settler) and not stop.is_set() and pipeline.pause is None and time.monotonic() < deadline:
+            stop.wait(0.1)
+            more = settler.ready()
+            candidates += len(more)
+            ingest(more)
+    finally:
+        signal.signal(signal.SIGINT, prev)
+    signed = 0
+    if compare and not stop.is_set() and pipeline.pause is None and catalog.any_unsigned():
+        from draftsync.neardup import NearDups  # numpy and PyAV load only when there is work
+
+        signed = NearDups(catalog, archive, stop.is_set).backfill(limit=10**9)
+    p = pipeline.pause
+    return {
+        "signed": signed,
+        "candidates": candidates, "archived": pipeline.counts.get("archived", 0),
+        "already_archived": unchanged_count + pipeline.counts.get("seen", 0) + pipeline.counts.get("known", 0),
+        "empty": pipeline.counts.get("empty", 0), "skipped": pipeline.counts.get("skipped", 0),
+        "failed": pipeline.counts.get("failed", 0),
+        "still_being_written": len(settler),
+        "archive_full": p is not None and p.kind == "archive_full",
+        "paused": p.message if p is not None else None,
+        "missing_roots": missing, "interrupted": stop.is_set(),
+    }  # fmt: skip
 
 
 def _size(p: str) -> int:

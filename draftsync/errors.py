@@ -52,9 +52,27 @@ class ArchiveFull(DraftsyncError):
 
     exit_code = EXIT_PROBLEMS
 
-    def __init__(self, message: str, needed: int = 0) -> None:
+    def __init__(self, message: str, needed: int = 0, *, inodes: bool = False) -> None:
         super().__init__(message)
         self.needed = needed
+        self.inodes = inodes  # out of inodes (files) rather than bytes
+
+
+class ArchiveMissing(DraftsyncError):
+    """The archive root is missing, not marked as ours, another archive's, or locked by another draftsync;
+    ingest pauses (nothing is created under the root) until it is back."""
+
+    exit_code = EXIT_PROBLEMS
+
+
+class StateFull(DraftsyncError):
+    """The disk holding the catalog is full; ingest pauses until the catalog can be written again."""
+
+    exit_code = EXIT_PROBLEMS
+
+
+class CatalogCorrupt(DraftsyncError):
+    """The catalog file is damaged; `draftsync reindex` rebuilds it from the sidecars."""
 
 
 class Abandoned(DraftsyncError):

@@ -24,8 +24,8 @@ def new_hasher() -> Any:
     return blake3.blake3(max_threads=blake3.blake3.AUTO)
 
 
-def hash_file(path: str | Path, *, should_stop: Any = None) -> tuple[str, int]:
-    """Hash a whole file; returns (digest with prefix, bytes read)."""
+def hash_file(path: str | Path, *, should_stop: Any = None, beat: Any = None) -> tuple[str, int]:
+    """Hash a whole file; returns (digest with prefix, bytes read). `beat` is called per chunk."""
     h = new_hasher()
     n = 0
     with open(path, "rb", buffering=0) as f:
@@ -36,6 +36,8 @@ def hash_file(path: str | Path, *, should_stop: Any = None) -> tuple[str, int]:
                 from draftsync.errors import Abandoned
 
                 raise Abandoned("stopped while hashing")
+            if beat is not None:
+                beat()
             k = f.readinto(buf)
             if not k:
                 break
@@ -97,41 +99,62 @@ def probe(path: str | Path) -> MediaFacts:
     """Media facts from the container and the first decoded frame. Raises ValueError if undecodable."""
     import av
 
+    from draftsync import names
+
+    f = None
+    container: Any
     try:
-        container = av.open(str(path), options={"probesize": "20000000"}, timeout=30)
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        if names.is_text(str(path)):
+            container = av.open(str(path), options={"probesize": "20000000"}, timeout=30)
+        else:
+            # FFmpeg takes names as UTF-8 text; a name that is not is read through a file object.
+            f = open(path, "rb")  # noqa: SIM115
+            container = av.open(f, options={"probesize": "20000000"}, timeout=30)
+    except (av.FFmpegError, OSError, UnicodeError) as e:
+        if f is not None:
+            f.close()
         raise ValueError(f"not a readable video: {e}") from None
-    with container:
-        facts = MediaFacts(container=container.format.name)
-        md = {k.lower(): v for k, v in container.metadata.items()}
-        if container.duration:
-            facts.duration = round(container.duration / 1_000_000, 3)
-        facts.encoder = md.get("encoder")
-        facts.comment = md.get("comment") or md.get("description")
-        facts.make = md.get("com.apple.quicktime.make") or md.get("make")
-        facts.model = md.get("com.apple.quicktime.model") or md.get("model")
-        # Apple's creationdate carries the local offset; creation_time is UTC.
-        facts.creation_time = md.get("com.apple.quicktime.creationdate") or md.get("creation_time")
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        v = container.streams.video[0]
-        facts.video_codec = v.codec_context.name
-        facts.width = v.codec_context.width or None
-        facts.height = v.codec_context.height or None
-        rate = v.average_rate or v.guessed_rate
-        facts.fps = round(float(rate), 3) if rate else None
-        if facts.creation_time is None:
-            facts.creation_time = v.metadata.get("creation_time")
-        if facts.duration is None and v.duration and v.time_base:
-            facts.duration = round(float(v.duration * v.time_base), 3)
-        if container.streams.audio:
-            facts.audio_codec = container.streams.audio[0].codec_context.name
-        try:
-            for frame in container.decode(v):
-                facts.rotation = int(frame.rotation or 0) % 360
-                break
-        except (av.FFmpegError, ValueError) as e:
-            raise ValueError(f"video stream does not decode: {e}") from None
+    try:
+        return _facts(container)
+    finally:
+        container.close()
+        if f is not None:
+            f.close()
+
+
+def _facts(container: Any) -> MediaFacts:
+    import av
+
+    facts = MediaFacts(container=container.format.name)
+    md = {k.lower(): v for k, v in container.metadata.items()}
+    if container.duration:
+        facts.duration = round(container.duration / 1_000_000, 3)
+    facts.encoder = md.get("encoder")
+    facts.comment = md.get("comment") or md.get("description")
+    facts.make = md.get("com.apple.quicktime.make") or md.get("make")
+    facts.model = md.get("com.apple.quicktime.model") or md.get("model")
+    # Apple's creationdate carries the local offset; creation_time is UTC.
+    facts.creation_time = md.get("com.apple.quicktime.creationdate") or md.get("creation_time")
+    if not container.streams.video:
+        raise ValueError("no video stream")
+    v = container.streams.video[0]
+    facts.video_codec = v.codec_context.name
+    facts.width = v.codec_context.width or None
+    facts.height = v.codec_context.height or None
+    rate = v.average_rate or v.guessed_rate
+    facts.fps = round(float(rate), 3) if rate else None
+    if facts.creation_time is None:
+        facts.creation_time = v.metadata.get("creation_time")
+    if facts.duration is None and v.duration and v.time_base:
+        facts.duration = round(float(v.duration * v.time_base), 3)
+    if container.streams.audio:
+        facts.audio_codec = container.streams.audio[0].codec_context.name
+    try:
+        for frame in container.decode(v):
+            facts.rotation = int(frame.rotation or 0) % 360
+            break
+    except (av.FFmpegError, ValueError) as e:
+        raise ValueError(f"video stream does not decode: {e}") from None
     return facts
 
 
@@ -222,12 +245,27 @@ def date_from_name(name: str, tz: tzinfo) -> datetime | None:
     return None
 
 
-def capture_time(container_time: str | None, name: str, mtime: float, tz: tzinfo) -> tuple[datetime, str]:
-    """When the video was shot, in `tz`, and where that came from: metadata, filename or mtime."""
+def plausible_time(t: float, now: float | None = None) -> bool:
+    """A file time that can be a capture date: after 1995 and not in the future (a camera clock set to
+    2300 is not when the clip was shot)."""
+    now = datetime.now(UTC).timestamp() if now is None else now
+    return _MIN_PLAUSIBLE.timestamp() <= t <= now + 2 * 86400
+
+
+def capture_time(
+    container_time: str | None, name: str, mtime: float, tz: tzinfo, *, first_seen: float | None = None
+) -> tuple[datetime, str]:
+    """When the video was shot, in `tz`, and where that came from: metadata, filename, mtime, or (when
+    the file's clock lied too) first_seen, the moment draftsync first saw it."""
     dt = parse_container_time(container_time)
     if dt is not None:
         return dt.astimezone(tz), "metadata"
     dt = date_from_name(name, tz)
     if dt is not None:
         return dt.astimezone(tz), "filename"
-    return datetime.fromtimestamp(mtime, tz), "mtime"
+    if plausible_time(mtime) or first_seen is None:
+        try:
+            return datetime.fromtimestamp(mtime, tz), "mtime"
+        except (OverflowError, OSError, ValueError):
+            first_seen = datetime.now(UTC).timestamp() if first_seen is None else first_seen
+    return datetime.fromtimestamp(first_seen, tz), "first_seen"

@@ -51,8 +51,16 @@ class Health:
         }  # fmt: skip
 
 
-def evaluate(daemon: dict[str, Any], lock_holder: int | None, problems: list[Problem], now: float) -> Health:
-    """The verdict from the daemon's last heartbeat record, who holds the state lock, and the problems."""
+# Below this much free space on the state disk the catalog cannot be written (SQLite needs room for its WAL).
+STATE_FREE_MIN = 1 << 20
+
+
+def evaluate(daemon: dict[str, Any], lock_holder: int | None, problems: list[Problem], now: float, *,
+             state_free: int | None = None) -> Health:  # fmt: skip
+    """The verdict from the daemon's last heartbeat record, who holds the state lock, and the problems.
+
+    `state_free` (bytes free on the state disk) explains a silent heartbeat: a daemon that cannot write
+    its catalog cannot record its problems there either."""
     pid = daemon.get("pid")
     running = lock_holder is not None and pid is not None and lock_holder == pid
     beat = daemon.get("heartbeat")
@@ -63,6 +71,8 @@ def evaluate(daemon: dict[str, Any], lock_holder: int | None, problems: list[Pro
     if age is None or age > HEARTBEAT_STALE:
         reasons.append(f"no heartbeat for {age:.0f} s" if age is not None else "no heartbeat recorded")
     reasons += [f"loop stopped: {d}" for d in daemon.get("dead_loops") or [] if "loop_dead" not in d]
+    if state_free is not None and state_free < STATE_FREE_MIN and not any(p.kind == "state_full" for p in problems):
+        reasons.append(f"the state disk is full ({state_free // 1024} KiB free): the catalog cannot be written")
     warnings = []
     for p in problems:
         if p.kind in BLOCKING_KINDS and p.severity == "error":
@@ -81,4 +91,11 @@ def read(settings: Settings, catalog: Catalog, now: float) -> Health:
         daemon = json.loads(raw) if raw else {}
     except ValueError:
         daemon = {}
-    return evaluate(daemon, StateLock(settings.state.dir).holder(), catalog.problems(), now)
+    import os
+
+    try:
+        st = os.statvfs(settings.state.dir)
+        free: int | None = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    return evaluate(daemon, StateLock(settings.state.dir).holder(), catalog.problems(), now, state_free=free)

@@ -3,10 +3,14 @@ the archive once (hashing in the same read), verified, placed, described by its 
 
 The order is what makes a crash harmless: the video is placed (never over anything) before its sidecar,
 and the sidecar before the catalog row; a rerun finds the placed file by name and content and adopts it.
+Nothing is written under the archive root unless the guard says the archive is there and ours. A source
+that changes while it is read (size, mtime, inode or ctime: `settle.unchanged`) is dropped and settles
+again. The archived copy keeps the source's modification time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
@@ -16,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from draftsync import log
+from draftsync import log, names
 from draftsync.archive import (
     Archive,
     choose_label,
-    free_bytes,
+    free_space,
     layout_fields,
     record_from_sidecar,
     render_path,
@@ -28,8 +32,10 @@ from draftsync.archive import (
 )
 from draftsync.catalog import Catalog, SourceSighting, VideoRecord
 from draftsync.config import Settings
-from draftsync.errors import ArchiveFull, ItemError, SourceChanged, SourceGone, SourceUnreadable
+from draftsync.errors import ArchiveFull, ItemError, SourceChanged, SourceGone, SourceUnreadable, StateFull
 from draftsync.fingerprint import MediaFacts, capture_time, hash_file, new_hasher, probe
+from draftsync.marker import ArchiveGuard
+from draftsync.settle import Version, unchanged
 
 _log = log.get("draftsync.ingest")
 
@@ -43,8 +49,9 @@ class Outcome:
     detail: str = ""
 
 
-def _identity(st: os.stat_result) -> tuple[int, int, int]:
-    return st.st_size, st.st_mtime_ns, st.st_ino
+# Files one video needs on the archive disk: the temp copy (linked to its name) and the sidecar's temp
+# and final name, plus a folder or two.
+INODES_PER_VIDEO = 8
 
 
 class Ingestor:
@@ -54,18 +61,24 @@ class Ingestor:
         catalog: Catalog,
         archive: Archive,
         should_stop: Callable[[], bool] = lambda: False,
+        *,
+        guard: ArchiveGuard | None = None,
+        beat: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.archive = archive
         self.should_stop = should_stop
+        self.guard = guard or ArchiveGuard(archive.root, catalog)
+        self.beat = beat  # a worker's heartbeat, called per chunk of a long copy or hash
         self.tz = settings.archive.tz()
         self._place_lock = threading.Lock()
 
     def _check_space(self, size: int) -> None:
-        free = free_bytes(self.archive.root)
-        if free is None:
+        fs = free_space(self.archive.root)
+        if fs is None:
             return
+        free, inodes = fs
         need = size + self.settings.archive.min_free_mib * 1024 * 1024
         if free < need:
             raise ArchiveFull(
@@ -73,6 +86,12 @@ class Ingestor:
                 "(size plus archive.min_free_mib); ingest pauses until space returns",
                 needed=need,
             )
+        if inodes < INODES_PER_VIDEO:
+            raise ArchiveFull(
+                f"the archive disk has no free inodes left ({inodes}): it cannot hold another file although "
+                f"{free // 2**20} MiB are free; ingest pauses until files can be created again",
+                needed=need, inodes=True,
+            )  # fmt: skip
 
     def ingest(self, path: str, root: str) -> Outcome:
         """Archive `path` (under watch root `root`) once. Raises ItemError subclasses or ArchiveFull."""
@@ -89,9 +108,11 @@ class Ingestor:
         real_root = os.path.realpath(root)
         if os.path.commonpath([os.path.realpath(path), real_root]) != real_root:
             return Outcome("skipped", path, detail="resolves outside its watch root")
-        if self.catalog.source_unchanged(path, st.st_size, st.st_mtime_ns, st.st_ino):
+        version = Version.of(st)
+        if self.catalog.source_unchanged(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns):
             return Outcome("known", path)
-        sighting = SourceSighting(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, root, time.time())
+        sighting = SourceSighting(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, root, time.time(),
+                                  st.st_ctime_ns)  # fmt: skip
         if st.st_size == 0:
             # An empty file is a placeholder (a sync tool about to write, or a failed export), not a video.
             self.catalog.record_source(sighting, None, "empty")
@@ -104,7 +125,7 @@ class Ingestor:
         if self.catalog.size_known(st.st_size):
             # Possibly a copy of something archived: hash it first and skip the copy if so.
             try:
-                digest, _ = hash_file(path, should_stop=self.should_stop)
+                digest, _ = hash_file(path, should_stop=self.should_stop, beat=self.beat)
             except OSError as e:
                 raise _read_error(e, path) from None
             if self.catalog.video(digest) is not None:
@@ -120,18 +141,21 @@ class Ingestor:
             facts, probe_error = None, f"probe failed: {type(e).__name__}: {e}"
 
         name = os.path.basename(path)
-        captured, source_of_date = capture_time(facts.creation_time if facts else None, name, st.st_mtime, self.tz)
+        captured, source_of_date = capture_time(facts.creation_time if facts else None, name, st.st_mtime, self.tz,
+                                                first_seen=sighting.first_seen)  # fmt: skip
         rel_src = os.path.relpath(path, root).replace(os.sep, "/")
         label = choose_label(self.settings.labels, self.settings.archive.default_label, rel_src, name, facts)
-        p = PurePosixPath(name)
+        p = PurePosixPath(names.as_latin1(name))
         fields = layout_fields(
             captured=captured, digest="0" * 64, label=label, ext=p.suffix, stem=p.stem,
             orientation=facts.orientation if facts else None,
         )  # fmt: skip
         head, _ = split_layout(self.settings.archive.layout)
         rel_dir = render_path(head, fields) if head else ""
-        target_dir = self.archive.root / rel_dir if rel_dir else self.archive.root
+        # Nothing is written (not even a folder) unless the archive is there and ours.
+        self.guard.require()
         self._check_space(st.st_size)
+        target_dir = self.archive.make_dirs(rel_dir)
 
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -140,19 +164,26 @@ class Ingestor:
         except OSError as e:
             raise _read_error(e, path) from None
         with os.fdopen(fd, "rb", buffering=0) as src:
-            before = os.fstat(fd)
-            if _identity(before) != _identity(st):
+            before = Version.of(os.fstat(fd))
+            if not unchanged(before, version):
                 raise SourceChanged(f"{path} changed before it was read; waiting for it to settle", path)
             try:
-                result = self.archive.copy_in(src, target_dir, new_hasher(), should_stop=self.should_stop)
+                result = self.archive.copy_in(src, target_dir, new_hasher(), should_stop=self.should_stop,
+                                              beat=self.beat)  # fmt: skip
             except OSError as e:
                 raise _read_error(e, path) from None
-            after = os.fstat(fd)
+            except ArchiveFull as e:
+                # Ingest resumes when this much is free again, not at the first free byte.
+                e.needed = e.needed or st.st_size + self.settings.archive.min_free_mib * 1024 * 1024
+                raise
+            after = Version.of(os.fstat(fd))
         try:
-            again = os.stat(path, follow_symlinks=False)
+            again: Version | None = Version.of(os.stat(path, follow_symlinks=False))
         except OSError:
             again = None
-        if _identity(after) != _identity(before) or again is None or _identity(again) != _identity(before):
+        # Rewritten in place (same size, mtime put back: the ctime still moves) or replaced by a new file:
+        # this copy may be a version that never existed. Drop it; the file settles again.
+        if not unchanged(after, before) or not unchanged(again, before):
             result.temp.abort()
             raise SourceChanged(f"{path} changed while it was copied; the copy was dropped", path)
         if result.size != st.st_size:
@@ -161,9 +192,15 @@ class Ingestor:
 
         with result.temp as tmp:
             # Read the written copy back: what is on the archive disk must hash like the source did.
-            check, _ = hash_file(tmp.tmp, should_stop=self.should_stop)
+            check, _ = hash_file(tmp.tmp, should_stop=self.should_stop, beat=self.beat)
             if check != result.digest:
                 raise ItemError(f"verification failed writing {path} into {target_dir}; the copy was dropped", path)
+            # The copy keeps the source's dates (as rsync -t, rclone and Phockup do), so file managers sort a
+            # clip by when it was made. Set before the name appears, so the final name never has another.
+            try:
+                os.utime(tmp.tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            except (OSError, OverflowError, ValueError) as e:  # a date the archive's filesystem cannot hold
+                _log.debug("could not keep the source's mtime", path=path, error=str(e))
             # Placing, describing and cataloguing one content hash happens once: two workers that copied
             # the same content at the same time must not both place it.
             with self._place_lock:
@@ -178,7 +215,8 @@ class Ingestor:
                                       facts, probe_error, sighting, adopted)  # fmt: skip
                 self.archive.write_sidecar(record)
                 self.catalog.add_video(record)
-        self.catalog.log_event("info", "archived", f"archived as {final_rel}", path, result.digest)
+        with contextlib.suppress(StateFull):  # archived and catalogued; the event log is a nicety
+            self.catalog.log_event("info", "archived", f"archived as {final_rel}", path, result.digest)
         _log.info(
             "archived", path=path, hash=result.digest, archive_path=final_rel, label=label, size=result.size,
             capture_time=record.capture_time, capture_source=source_of_date, probe_error=probe_error,
@@ -210,9 +248,13 @@ class Ingestor:
             # A crash left this very content placed but not catalogued: keep what its sidecar knew.
             old = self.archive.read_sidecar(final_rel)
             if old and old.get("hash") == digest:
-                prior = record_from_sidecar(old, final_rel)
-                record.first_seen, record.archived_at = prior.first_seen or now, prior.archived_at or now
-                record.sources = _merge_sources(prior.sources, sighting)
+                try:
+                    prior = record_from_sidecar(old, final_rel)
+                except ValueError as e:
+                    _log.warning("sidecar unusable; describing the video anew", archive_path=final_rel, error=str(e))
+                else:
+                    record.first_seen, record.archived_at = prior.first_seen or now, prior.archived_at or now
+                    record.sources = _merge_sources(prior.sources, sighting)
         return record
 
     def _seen(self, sighting: SourceSighting, digest: str, why: str) -> Outcome:
@@ -220,27 +262,48 @@ class Ingestor:
         video = self.catalog.video(digest)
         self.catalog.record_source(sighting, digest, "archived")
         if video is not None:
-            data = self.archive.read_sidecar(video.archive_path)
-            if data is not None:
-                rec = record_from_sidecar(data, video.archive_path)
-                merged = _merge_sources(rec.sources, sighting)
-                if merged != rec.sources:
-                    rec.sources = merged
-                    self.archive.write_sidecar(rec)
+            self._sources_to_sidecar(video)
         _log.info("already archived", path=sighting.path, hash=digest, reason=why,
                   archive_path=video.archive_path if video else None)  # fmt: skip
         return Outcome("seen", sighting.path, digest, video.archive_path if video else None, why)
+
+    def _sources_to_sidecar(self, video: VideoRecord) -> None:
+        """Write every known source of `video` into its sidecar. Serialised, and built from the catalog (where
+        each sighting was recorded first), so concurrent sightings never lose a path; a sidecar that is
+        invalid or holds a bad value is described anew from the catalog."""
+        with self.archive.sidecar_lock():
+            data = self.archive.read_sidecar(video.archive_path)
+            rec = video
+            if data is not None and data.get("hash") == video.hash:
+                try:
+                    rec = record_from_sidecar(data, video.archive_path)
+                except ValueError as e:
+                    _log.warning("sidecar unusable; rewriting it from the catalog", archive_path=video.archive_path,
+                                 error=str(e))  # fmt: skip
+                    rec = video
+            elif data is None and self.archive.path_of(video.archive_path).is_file():
+                _log.warning("sidecar missing or not valid JSON; rewriting it from the catalog",
+                             archive_path=video.archive_path)  # fmt: skip
+            known = self.catalog.sightings_of(video.hash)
+            merged = list(rec.sources)
+            for s in known:
+                merged = _merge_sources(merged, s)
+            if merged != rec.sources or rec is video:
+                rec.sources = merged
+                self.archive.write_sidecar(rec)
 
 
 def _merge_sources(existing: list[SourceSighting], new: SourceSighting) -> list[SourceSighting]:
     out = [s for s in existing if s.path != new.path]
     prior = next((s for s in existing if s.path == new.path), None)
     if prior is not None:
-        new = SourceSighting(new.path, new.size, new.mtime_ns, new.inode, new.dev, new.root, prior.first_seen)
+        new = SourceSighting(new.path, new.size, new.mtime_ns, new.inode, new.dev, new.root,
+                             min(prior.first_seen or new.first_seen, new.first_seen or prior.first_seen), new.ctime_ns)  # fmt: skip
     return [*out, new]
 
 
 def _read_error(e: OSError, path: str) -> ItemError:
+    """A read failure told in the item's terms (the archive's own failures are raised by archive.py)."""
     if isinstance(e, FileNotFoundError):
         return SourceGone(f"{path} vanished while it was read", path)
     return SourceUnreadable(f"cannot read {path}: {e.strerror or e}", path)
@@ -259,8 +322,9 @@ def describe_archived(settings: Settings, archive: Archive, rel: str) -> VideoRe
         err = None
     except Exception as e:
         facts, err = None, str(e)
-    captured, source = capture_time(facts.creation_time if facts else None, p.name, st.st_mtime, settings.archive.tz())
     now = time.time()
+    captured, source = capture_time(facts.creation_time if facts else None, p.name, st.st_mtime, settings.archive.tz(),
+                                    first_seen=now)  # fmt: skip
     return VideoRecord(
         hash=digest, size=size, archive_path=rel, capture_time=captured.isoformat(timespec="seconds"),
         capture_source=source, label=settings.archive.default_label, media=facts.to_dict() if facts else None,

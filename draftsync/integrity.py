@@ -1,15 +1,20 @@
 """Integrity: `verify` re-hashes the archive against the catalog, the scheduled scrub verifies a slice
 of it, and `reindex` rebuilds the catalog from the sidecars alone.
+
+`verify` is safe beside the ingesting daemon: a video placed while it runs is waited for (briefly) and
+counted as new, not as unknown. `reindex` describes a video anew from its file when its sidecar is
+missing, not JSON or holds a bad value, and keeps the bad sidecar under `.draftsync/damaged/`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from draftsync import log
+from draftsync import log, names
 from draftsync.archive import SIDECAR_SUFFIX, Archive, record_from_sidecar, sidecar_path
 from draftsync.catalog import Catalog, VideoRecord
 from draftsync.fingerprint import hash_file
@@ -27,6 +32,8 @@ class VerifyReport:
     unknown: list[str] = field(default_factory=list)
     no_sidecar: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    # Placed while verify ran (the daemon ingesting): catalogued by now, or still being catalogued.
+    new: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> int:
@@ -36,7 +43,7 @@ class VerifyReport:
         return {
             "checked": self.checked, "ok": self.ok, "bytes": self.bytes, "problems": self.problems,
             "missing": self.missing, "changed": self.changed, "unknown": self.unknown,
-            "no_sidecar": self.no_sidecar, "unreadable": self.unreadable,
+            "no_sidecar": self.no_sidecar, "unreadable": self.unreadable, "new": self.new,
         }  # fmt: skip
 
 
@@ -63,8 +70,26 @@ def _check(archive: Archive, catalog: Catalog, v: VideoRecord, report: VerifyRep
     catalog.mark_verified(v.hash, time.time())
 
 
-def verify(archive: Archive, catalog: Catalog, progress: Callable[[int, int, str], None] | None = None) -> VerifyReport:
-    """Every catalogued video hashed and compared; every file on disk accounted for."""
+# A video the daemon placed this recently (by its ctime: placing sets it, and the mtime is the source's)
+# and has not catalogued yet is being ingested, not unknown; verify waits this long for it.
+PLACING_WINDOW = 600.0
+PLACING_WAIT = 10.0
+
+
+def verify(
+    archive: Archive,
+    catalog: Catalog,
+    progress: Callable[[int, int, str], None] | None = None,
+    *,
+    ingesting: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VerifyReport:
+    """Every catalogued video hashed and compared; every file on disk accounted for.
+
+    checked = ok + missing + changed + no_sidecar + unreadable; files on disk that the catalog did not
+    list when verify began are either `new` (placed meanwhile) or `unknown`. While another process
+    ingests (`ingesting`), a file it has just placed is waited for briefly."""
     report = VerifyReport()
     videos = catalog.iter_videos()
     total = sum(v.size for v in videos)
@@ -73,12 +98,28 @@ def verify(archive: Archive, catalog: Catalog, progress: Callable[[int, int, str
         if progress:
             progress(v.size, total, v.archive_path)
     known = {v.archive_path for v in videos}
-    on_disk = [rel for kind, rel in archive.walk() if kind == "video"]
-    strangers = [rel for rel in on_disk if rel not in known]
-    if strangers:
-        # A concurrent ingest may have placed a file after our catalog read; ask once more.
-        report.unknown = [rel for rel in strangers if catalog.video_by_path(rel) is None]
+    strangers = [rel for kind, rel in archive.walk() if kind == "video" and rel not in known]
+    deadline = clock() + PLACING_WAIT
+    while strangers:
+        # A concurrent ingest places the file a moment before it catalogues it: ask again, briefly.
+        report.new += [rel for rel in strangers if catalog.video_by_path(rel) is not None]
+        strangers = [rel for rel in strangers if rel not in report.new]
+        placing = [rel for rel in strangers if ingesting and _placed_recently(archive, rel)]
+        if not placing or clock() >= deadline:
+            break
+        sleep(0.2)
+    for rel in strangers:
+        # Placed, described, not yet catalogued (the daemon's catalog write is due, or paused on a full disk).
+        being_ingested = ingesting and _placed_recently(archive, rel) and sidecar_path(archive.root / rel).is_file()
+        (report.new if being_ingested else report.unknown).append(names.readable(rel))
     return report
+
+
+def _placed_recently(archive: Archive, rel: str) -> bool:
+    try:
+        return time.time() - os.lstat(archive.root / rel).st_ctime < PLACING_WINDOW
+    except OSError:
+        return False
 
 
 def scrub(archive: Archive, catalog: Catalog, fraction: float) -> VerifyReport:
@@ -115,22 +156,33 @@ def reindex(
     report = ReindexReport()
     records: list[VideoRecord] = []
     orphans: list[str] = []
+    damaged: list[str] = []
     entries = list(archive.walk())
     sidecars = {rel for kind, rel in entries if kind == "sidecar"}
     for kind, rel in entries:
         if kind != "video":
             continue
+        if not names.is_text(rel):
+            report.bad_sidecars.append(f"{names.readable(rel)}: the file name is not valid UTF-8; rename the file")
+            continue
         sc = rel + SIDECAR_SUFFIX
         if sc not in sidecars:
             orphans.append(rel)
             continue
-        data = archive.read_sidecar(rel)
-        try:
-            if data is None:
-                raise ValueError("unreadable JSON")
-            records.append(record_from_sidecar(data, rel))
-        except (ValueError, TypeError, KeyError) as e:
-            report.bad_sidecars.append(f"{sc}: {e}")
+        problem = archive.sidecar_problem(rel)
+        if problem is None:
+            data = archive.read_sidecar(rel)
+            try:
+                records.append(record_from_sidecar(data or {}, rel))
+                continue
+            except ValueError as e:  # changed under us
+                problem = str(e)
+        report.bad_sidecars.append(f"{sc}: {problem}; the video is described anew from its file")
+        damaged.append(rel)
+    for rel in damaged:
+        kept = archive.set_aside(rel + SIDECAR_SUFFIX)
+        _log.warning("bad sidecar set aside", sidecar=rel + SIDECAR_SUFFIX, kept_as=str(kept) if kept else None)
+        orphans.append(rel)
     with catalog.tx():
         catalog.clear_for_reindex()
         for r in records:

@@ -2,6 +2,9 @@
 
 Redaction works twice: values under secret-looking keys are masked, and any registered secret value
 is scrubbed from every string, so a token quoted inside an error message never reaches the log.
+Libraries that log through the standard `logging` module (APScheduler, watchdog, httpx) go through the
+same processors, so the stream stays one JSON object per line. Timestamps carry their UTC offset, and
+file names that are not UTF-8 are written with their raw bytes as \\xNN.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, MutableMapping
+from datetime import datetime
 from typing import Any
 
 import structlog
+
+from draftsync import names
 
 _SECRET_KEYS = re.compile(r"(secret|token|api_key|apikey|password|authorization|code_verifier)", re.I)
 _secrets: set[str] = set()
@@ -35,7 +41,7 @@ def scrub(text: str) -> str:
 
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
-        return scrub(value)
+        return scrub(names.readable(value))
     if isinstance(value, dict):
         return {k: (MASK if _SECRET_KEYS.search(str(k)) and v else _redact_value(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -53,6 +59,16 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+def timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Local time with its offset (2026-12-01T09:13:02.123+01:00): unambiguous across DST changes."""
+    event["timestamp"] = datetime.now().astimezone().isoformat(timespec="milliseconds")
+    return event
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
+    """The stdlib handler draftsync installs (so a second setup replaces it rather than adding one)."""
+
+
 def setup(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
@@ -61,22 +77,34 @@ def setup(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
         if use_json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        timestamp,
+        structlog.processors.format_exc_info,
+        redact,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=False),
-            structlog.processors.format_exc_info,
-            redact,
-            renderer,
-        ],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    # Libraries that use stdlib logging (apscheduler, watchdog, httpx) stay quiet unless they warn.
-    logging.basicConfig(level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("apscheduler", "httpx", "httpcore", "watchdog"):
+    # Libraries that use stdlib logging (apscheduler, watchdog, httpx) stay quiet unless they warn, and
+    # what they say is rendered like our own lines (JSON off a terminal), not as plain text among them.
+    handler = _Handler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        )
+    )
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, _Handler) or type(h) is logging.StreamHandler]:
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for noisy in ("apscheduler", "httpx", "httpcore", "watchdog", "tzlocal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -29,13 +29,16 @@ Severity = Literal["error", "warning"]
 
 # What the owner can be told about; `[notify] events` chooses among these.
 KINDS: dict[str, str] = {
-    "archive_missing": "the archive root (or its disk) is missing, not marked, or belongs to another archive",
-    "archive_full": "the archive disk is full (bytes or inodes)",
-    "state_full": "the state disk (catalog) is full",
-    "root_missing": "a watched folder is missing or empty",
-    "root_degraded": "a watched folder is watched only partly (unreadable sub-folders, overflow, fallback)",
-    "files_failing": "files keep failing to archive",
-    "watcher_restarted": "a watcher had to be restarted",
+    # Ingest (keys: the kind itself, or "root_missing:<path>" / "root_degraded:<path>" per watched folder).
+    "archive_missing": "the archive root (or its disk) is missing, not marked, another archive's, locked by "
+    "another draftsync, or read-only; ingest is paused",
+    "archive_full": "the archive disk is full (bytes or inodes); ingest is paused",
+    "state_full": "the state disk (catalog) is full; ingest is paused",
+    "root_missing": "a watched folder is missing or empty (an unmounted share?)",
+    "root_degraded": "a watched folder is watched only partly (unreadable sub-folders, polling after the inotify "
+    "limit)",
+    "files_failing": "files keep failing to archive (3 attempts or more)",
+    "watcher_restarted": "a watcher had to be restarted (notice; its folder is rescanned at once)",
     "loop_dead": "an internal loop stopped; the daemon needs a restart",
     "push_reauth": "TikTok (or Post for Me) needs re-authorising, or pushing is paused",
     "push_failed": "a push failed for good",

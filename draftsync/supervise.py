@@ -73,6 +73,14 @@ class Supervisor:
         with self._lock:
             self._loops.pop(name, None)
 
+    def beat_current(self) -> None:
+        """Beat the loop running on this thread (a worker in the middle of a long copy), if any."""
+        me = threading.current_thread()
+        for lp in self.loops():
+            if lp.thread is me:
+                lp.beat()
+                return
+
     def loops(self) -> list[Loop]:
         with self._lock:
             return list(self._loops.values())

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import errno
+import json
 import os
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from draftsync.archive import (
     sanitize_component,
     write_json_atomic,
 )
+from draftsync.atomic import is_temp
 from draftsync.config import ArchiveConfig, LabelRule
-from draftsync.errors import ArchiveFull
+from draftsync.errors import ArchiveMissing
 from draftsync.fingerprint import MediaFacts
 
 LAYOUT = ArchiveConfig().layout
@@ -44,7 +46,8 @@ def test_default_layout_renders_year_month_label_date_time_hash() -> None:
 
 @settings(max_examples=300)
 @given(label=anything, stem=anything, ext=anything, digest=hex64, when=dates,
-       layout=st.sampled_from([LAYOUT, "{label}/{stem}_{hash8}{ext}", "{label}/{year}/{orientation}/{date} {stem} {hash}{ext}"]))  # fmt: skip
+       layout=st.sampled_from([LAYOUT, "{label}/{stem}_{hash8}{ext}", "{label}/{year}/{orientation}/{date} {stem} {hash}{ext}",
+                              "{stem}/{hash8}{ext}", "{label}/{stem}.{hash8}{ext}"]))  # fmt: skip
 def test_rendered_paths_never_escape_the_root(tmp_path_factory: pytest.TempPathFactory, label: str, stem: str, ext: str,
                                               digest: str, when: datetime, layout: str) -> None:  # fmt: skip
     rel = render_path(layout, fields(label, stem, ext, digest, when))
@@ -56,7 +59,10 @@ def test_rendered_paths_never_escape_the_root(tmp_path_factory: pytest.TempPathF
     for part in parts:
         assert part not in ("", ".", "..") and not part.startswith(".") and "\x00" not in part
         assert len(part.encode()) <= 216
-    assert not rel.endswith(".json")
+        assert not any(c in part for c in '<>:"|?*\\') and not part.endswith((".", " "))
+        assert part.split(".")[0].upper() not in ("CON", "PRN", "AUX", "NUL", "COM1", "LPT1")
+    # Every .json file in the archive is a sidecar, and our temp names are swept: a video is neither.
+    assert not rel.lower().endswith(".json") and not is_temp(parts[-1])
 
 
 @given(label=anything, stem=anything, digest=hex64, when=dates)
@@ -158,32 +164,129 @@ def test_sweep_removes_only_our_temp_files(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["v.mp4"]
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A 1 MiB tmpfs if this machine lets us mount one (root), else None."""
+# --- full disks, for real ------------------------------------------------------------------------------
+
+WRITE_4_MIB = """
+import sys
+from pathlib import Path
+from draftsync.archive import ArchiveFile
+from draftsync.errors import ArchiveFull
+target = Path(sys.argv[1])
+try:
+    with ArchiveFile(target) as f:
+        for _ in range(int(sys.argv[2])):
+            f.write(b"\\x01" * 512 * 1024)
+        f.commit(target / "v.mp4", replace=False)
+except ArchiveFull as e:
+    print("inodes" if e.inodes else "bytes", str(e))
+print("left:", sorted(p.name for p in target.iterdir()))
+"""
+
+
+def _run_on_tmpfs(tmp_path: Path, options: str, prepare: str, writes: int) -> str:
+    """Run the write in a process with a real small tmpfs: mounted here when we may (root), else in a user
+    and mount namespace (`unshare -rm`, as an unprivileged user can); skipped where neither works."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        yield None
-        return
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    script = f'mount -t tmpfs -o {options} tmpfs "$1" && cd "$1" && {prepare} && exec "$2" -c "$3" "$1" {writes}'
+    for prefix in (["sh", "-c"], ["unshare", "-rm", "sh", "-c"]):
+        r = subprocess.run([*prefix, script, "sh", str(mnt), sys.executable, WRITE_4_MIB], capture_output=True,
+                           text=True, cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        if r.returncode == 0:
+            return r.stdout
+    pytest.skip(f"cannot mount a small tmpfs here, neither as root nor in a user namespace: {r.stderr.strip()}")
 
 
-def test_disk_full_raises_archive_full_and_leaves_nothing(tiny_fs: Path | None, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    target = tiny_fs if tiny_fs is not None else tmp_path / "fake"
-    if tiny_fs is None:  # no mount here: inject the kernel's answer instead
-        real_write = os.write
+def test_a_full_disk_raises_archive_full_and_leaves_nothing(tmp_path: Path) -> None:
+    out = _run_on_tmpfs(tmp_path, "size=1m", "true", writes=4)
+    assert out.startswith("bytes the archive disk is full") and out.endswith("left: []\n"), out
 
-        def full(fd: int, data: bytes) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(os, "write", full)
-        del real_write
-    with pytest.raises(ArchiveFull, match="full"), ArchiveFile(target / "2026") as f:
-        for _ in range(4):
-            f.write(b"\x01" * 512 * 1024)
-    leftovers = [p for p in target.rglob("*") if p.is_file()]
-    assert leftovers == []
+def test_an_archive_out_of_inodes_is_full_too_and_says_so(tmp_path: Path) -> None:
+    # 4 inodes: the root and three files; the temp file finds none left.
+    out = _run_on_tmpfs(tmp_path, "size=8m,nr_inodes=4", "touch a b c", writes=1)
+    assert out.startswith("inodes the archive disk has no free inodes"), out
+    assert out.endswith("left: ['a', 'b', 'c']\n")
+
+
+def test_folders_are_made_below_the_root_never_the_root_itself(tmp_path: Path) -> None:
+    arch = Archive(tmp_path / "usb", LAYOUT)
+    with pytest.raises(ArchiveMissing, match="does not exist"):
+        arch.make_dirs("2026/05/camera")
+    assert not (tmp_path / "usb").exists()
+    (tmp_path / "usb").mkdir()
+    assert arch.make_dirs("2026/05/camera") == tmp_path / "usb" / "2026" / "05" / "camera"
+
+
+def test_a_long_copy_beats_per_chunk(tmp_path: Path) -> None:
+    import io
+
+    from draftsync.fingerprint import READ_CHUNK, new_hasher
+
+    beats: list[int] = []
+    arch = Archive(tmp_path, LAYOUT)
+    res = arch.copy_in(io.BytesIO(b"x" * (3 * READ_CHUNK + 1)), tmp_path, new_hasher(), beat=lambda: beats.append(1))
+    res.temp.abort()
+    assert len(beats) >= 4  # a worker copying 4 GB to a slow disk is busy, not dead
+
+
+# --- names ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stem", "ext", "name"),
+    [
+        ("CON", ".mp4", "CON_.aaaaaaaa.mp4"),  # Windows reserves CON whatever follows the dot
+        ("nul", ".mov", "nul_.aaaaaaaa.mov"),
+        ("COM1", ".mp4", "COM1_.aaaaaaaa.mp4"),
+        ("lpt9", ".mp4", "lpt9_.aaaaaaaa.mp4"),
+        ("CONSOLE", ".mp4", "CONSOLE.aaaaaaaa.mp4"),  # not reserved
+        ('a<b>c:d"e|f?g*h\\i', ".mp4", "a_b_c_d_e_f_g_h_i.aaaaaaaa.mp4"),  # what SMB clients cannot open
+        ("\x85next line", ".mp4", "_next line.aaaaaaaa.mp4"),  # C1 control characters
+        ("Caf\udce9", ".mp4", "Café.aaaaaaaa.mp4"),  # Latin-1 bytes from an old Samba share
+        ("x", ".json", "x.aaaaaaaa.json_"),  # never reads as a sidecar
+        ("x", ".JSON", "x.aaaaaaaa.json_"),
+    ],
+)
+def test_archive_names_are_safe_on_every_filesystem(stem: str, ext: str, name: str) -> None:
+    assert render_path("{label}/{stem}.{hash8}{ext}", fields(stem=stem, ext=ext)) == f"camera/{name}"
+    assert render_path("{stem}/{hash8}{ext}", fields(stem="CON", ext=".mp4")) == "CON_/aaaaaaaa.mp4"
+    assert render_path("{stem}/{hash8}{ext}", fields(stem="trailing dot. ")) == "trailing dot/aaaaaaaa.mp4"
+
+
+def test_sidecars_keep_names_that_are_not_utf8_losslessly(tmp_path: Path) -> None:
+    from draftsync.archive import record_from_sidecar, sidecar_dict
+    from draftsync.catalog import SourceSighting, VideoRecord
+
+    path = os.fsdecode(b"/srv/inbox/Caf\xe9 \xff.mp4")
+    v = VideoRecord(hash="blake3:" + "a" * 64, size=3, archive_path="a.mp4", capture_time="2026-01-01T00:00:00",
+                    capture_source="mtime", label="camera", media=None, probe_error=None, first_seen=1.0,
+                    archived_at=1.0, sources=[SourceSighting(path, 3, 10**19, 1, 2, "/srv/inbox", 1.0, 5)])  # fmt: skip
+    d = sidecar_dict(v)
+    text = json.dumps(d, ensure_ascii=False).encode("utf-8")  # what write_json_atomic writes
+    src = json.loads(text)["sources"][0]
+    assert src["path"] == "/srv/inbox/Caf\\xe9 \\xff.mp4" and src["path_bytes"] == os.fsencode(path).hex()
+    back = record_from_sidecar(json.loads(text), "a.mp4").sources[0]
+    assert (back.path, back.mtime_ns, back.ctime_ns) == (path, 10**19, 5)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"size": "huge"}, "bad value"),
+        ({"size": -1}, "bad value"),
+        ({"hash": "md5:abc"}, "not a blake3 digest"),
+        ({"sources": [{"size": 1}]}, "bad value"),
+        ({"sources": "nope"}, "bad value"),
+        ({"media": "nope"}, "'media' is not an object"),
+        ({"first_seen": "yesterday"}, "bad value"),
+    ],
+)
+def test_a_sidecar_with_a_bad_value_is_refused_with_a_reason(change: dict[str, object], words: str) -> None:
+    from draftsync.archive import record_from_sidecar
+
+    good = {"hash": "blake3:" + "a" * 64, "size": 3, "capture_time": "2026-01-01T00:00:00", "label": "camera"}
+    record_from_sidecar(good, "a.mp4")
+    with pytest.raises(ValueError, match=words):
+        record_from_sidecar(good | change, "a.mp4")

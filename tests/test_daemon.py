@@ -175,8 +175,8 @@ def test_kill_9_during_a_burst_then_restart_archives_each_exactly_once(env: Env,
     wait_archived(env, *delivered, timeout=60)
     time.sleep(1.0)
     assert archived_hashes(env) == sorted(b3(p) for p in delivered)  # each exactly once
-    assert env.temps() == []
     assert d.stop() == 0
+    assert env.temps() == []  # (checked stopped: a running daemon rewrites sidecars atomically at any time)
     r = env.cli("verify", "--json")
     assert r.returncode == 0, r.stdout
 
@@ -229,49 +229,6 @@ def test_polling_mode_for_network_shares(env: Env, daemon: Callable[..., DaemonP
     wait_archived(env, v)
     assert env.status()["roots"][0]["mode"] == "polling"
     assert d.stop() == 0
-
-
-def test_an_unmounted_share_is_reported_not_treated_as_deletion(env: Env, daemon: Callable[..., DaemonProc]) -> None:
-    env.write_config(watch={"rescan_minutes": 0.02})
-    d = daemon()
-    v = make_video(env.inbox / "keep.mp4", seed=70)
-    wait_archived(env, v)
-    hidden = env.base / "unmounted"
-    os.rename(env.inbox, hidden)  # the share goes away
-    env.inbox.mkdir()  # an empty mount point is left behind
-    wait_for(lambda: env.status()["roots"][0]["health"] in ("empty", "missing"), 20, what="root reported empty")
-    st = env.status()
-    assert st["last_error"] and "empty" in st["last_error"]["message"]
-    assert st["sources"].get("gone", 0) == 0
-    assert len(env.archived_videos()) == 1
-    assert d.stop() == 0
-
-
-def test_full_archive_disk_pauses_and_resumes(env: Env, daemon: Callable[..., DaemonProc], tmp_path: Path) -> None:
-    mnt = tmp_path / "archive-disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here; the injected-ENOSPC test in test_archive covers the write path")
-    try:
-        env.archive = mnt / "archive"
-        env.write_config(archive={"root": str(env.archive)})
-        d = daemon()
-        small = env.inbox / "small.mp4"
-        small.write_bytes(os.urandom(1_000_000))
-        wait_archived(env, small)
-        big = env.inbox / "big.mp4"
-        big.write_bytes(os.urandom(4_000_000))
-        wait_for(lambda: env.status()["daemon"]["paused_archive_full"], 20, what="pause on full disk")
-        assert [p.name for p in env.archived_videos()] and env.temps() == []
-        assert len(env.archived_videos()) == 1
-        subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], check=True)
-        wait_archived(env, small, big)
-        wait_for(lambda: not env.status()["daemon"]["paused_archive_full"], 20, what="status to show ingest resumed")
-        errors = [e for e in d.events() if e.get("event") == "archive full"]
-        assert len(errors) >= 1
-        assert d.stop() == 0
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_scan_and_reindex_refuse_while_the_daemon_runs_and_verify_works(

@@ -40,3 +40,9 @@ def test_non_blocking_problems_are_warnings() -> None:
     h = evaluate(ALIVE, 42, [PUSH], NOW)
     assert h.healthy and h.warnings == ["a push failed for good"]
     assert h.to_dict()["status"] == "ok"
+
+
+def test_a_full_state_disk_explains_a_silent_heartbeat() -> None:
+    h = evaluate(ALIVE, 42, [], NOW, state_free=4096)
+    assert h.exit_code == 1 and any("state disk is full" in r for r in h.reasons)
+    assert evaluate(ALIVE, 42, [], NOW, state_free=10 << 20).healthy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from draftsync.archive import Archive
 from draftsync.catalog import Catalog
 from draftsync.config import load
-from draftsync.errors import ArchiveFull, SourceChanged
+from draftsync.errors import ArchiveFull, ArchiveMissing, SourceChanged
 from draftsync.ingest import Ingestor
 from tests.conftest import Env, b3, make_video
 
@@ -164,3 +165,129 @@ def test_archive_full_pauses_with_a_clear_error(env: Env, ing: Ingestor) -> None
     with pytest.raises(ArchiveFull, match="pauses until space returns"):
         ing.ingest(str(src), str(env.inbox))
     assert env.archived_videos() == [] and env.temps() == []
+
+
+# --- faults ----------------------------------------------------------------------------------------------
+
+
+def test_a_rewrite_in_place_during_the_copy_is_caught_by_the_ctime(env: Env, ing: Ingestor) -> None:
+    src = env.inbox / "rewritten.mp4"
+    src.write_bytes(os.urandom(12 * 1024 * 1024))
+    st = src.stat()
+
+    def rewrite_once(n: int) -> None:
+        if not getattr(rewrite_once, "done", False):
+            rewrite_once.done = True  # type: ignore[attr-defined]
+            with src.open("r+b") as f:  # same size, other bytes, and the mtime put back
+                f.write(os.urandom(1024))
+            os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    ing.archive.progress = rewrite_once
+    with pytest.raises(SourceChanged):
+        ing.ingest(str(src), str(env.inbox))
+    assert env.archived_videos() == [] and env.temps() == []  # no version that never existed
+
+
+def test_a_file_replaced_during_its_copy_is_dropped_and_the_new_one_archived(env: Env, ing: Ingestor) -> None:
+    src = env.inbox / "replaced.mp4"
+    src.write_bytes(os.urandom(12 * 1024 * 1024))
+    new = os.urandom(5 * 1024 * 1024)
+
+    def replace_once(n: int) -> None:
+        if not getattr(replace_once, "done", False):
+            replace_once.done = True  # type: ignore[attr-defined]
+            (env.inbox / ".tmp").write_bytes(new)
+            os.rename(env.inbox / ".tmp", src)  # the sync tool swaps in a new version
+
+    ing.archive.progress = replace_once
+    with pytest.raises(SourceChanged):
+        ing.ingest(str(src), str(env.inbox))
+    ing.archive.progress = None
+    out = ing.ingest(str(src), str(env.inbox))  # once it has settled again
+    assert out.kind == "archived" and b3(env.archive / str(out.archive_path)) == b3(new)
+    assert len(env.archived_videos()) == 1
+
+
+def test_the_archived_copy_keeps_the_source_mtime(env: Env, ing: Ingestor) -> None:
+    src = make_video(env.inbox / "holiday.mp4", seed=20)
+    os.utime(src, ns=(1_700_000_000_123_456_789, 1_741_082_400_987_654_321))
+    out = ing.ingest(str(src), str(env.inbox))
+    assert (env.archive / str(out.archive_path)).stat().st_mtime_ns == 1_741_082_400_987_654_321
+
+
+def test_a_name_that_is_not_utf8_is_archived_recorded_and_recognised(env: Env, ing: Ingestor) -> None:
+    raw = os.fsencode(env.inbox) + b"/Caf\xe9.mp4"
+    with open(raw, "wb") as f:
+        f.write(make_video(env.base / "x.mp4", seed=21).read_bytes())
+    path = os.fsdecode(raw)
+    out = ing.ingest(path, str(env.inbox))
+    assert out.kind == "archived"
+    (sc,) = env.sidecars()
+    assert sc["sources"][0]["path_bytes"] == raw.hex() and sc["sources"][0]["path"].endswith("Caf\\xe9.mp4")
+    assert ing.ingest(path, str(env.inbox)).kind == "known"  # the catalog finds it by its bytes
+    assert ing.catalog.sources_of(str(out.hash)) == [path]
+
+
+def test_an_mtime_beyond_sqlites_integer_does_not_break_the_catalog(env: Env, ing: Ingestor) -> None:
+    src = make_video(env.inbox / "clock ahead.mp4", seed=22)
+    os.utime(src, ns=(10_413_792_000 * 10**9, 10_413_792_000 * 10**9 + 1))  # year 2300
+    out = ing.ingest(str(src), str(env.inbox))
+    assert out.kind == "archived"
+    (sc,) = env.sidecars()
+    assert sc["capture_time_source"] == "first_seen" and sc["sources"][0]["mtime_ns"] == 10_413_792_000 * 10**9 + 1
+    assert ing.ingest(str(src), str(env.inbox)).kind == "known"
+    assert ing.catalog.known_paths()[str(src)][1] == 10_413_792_000 * 10**9 + 1
+
+
+def test_concurrent_sightings_of_one_content_never_lose_a_source(env: Env, ing: Ingestor) -> None:
+    import threading
+
+    first = make_video(env.inbox / "a.mp4", seed=23)
+    ing.ingest(str(first), str(env.inbox))
+    copies = [env.inbox / f"copy {i}.mp4" for i in range(12)]
+    for c in copies:
+        c.write_bytes(first.read_bytes())
+    go = threading.Barrier(len(copies))
+
+    def sight(p: Path) -> None:
+        go.wait()
+        assert ing.ingest(str(p), str(env.inbox)).kind == "seen"
+
+    threads = [threading.Thread(target=sight, args=(c,)) for c in copies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (sc,) = env.sidecars()
+    assert sorted(s["path"] for s in sc["sources"]) == sorted(str(p) for p in [first, *copies])
+
+
+def test_a_bad_sidecar_is_described_anew_from_the_catalog_on_the_next_sighting(env: Env, ing: Ingestor) -> None:
+    first = make_video(env.inbox / "a.mp4", seed=24)
+    out = ing.ingest(str(first), str(env.inbox))
+    side = env.archive / f"{out.archive_path}.json"
+    side.write_text("{ broken")
+    copy = env.inbox / "b.mp4"
+    copy.write_bytes(first.read_bytes())
+    assert ing.ingest(str(copy), str(env.inbox)).kind == "seen"
+    sc = json.loads(side.read_text())
+    assert sc["hash"] == out.hash and sorted(s["path"] for s in sc["sources"]) == [str(first), str(copy)]
+
+
+def test_nothing_is_written_when_the_archive_is_missing(env: Env, ing: Ingestor, tmp_path: Path) -> None:
+    a = make_video(env.inbox / "a.mp4", seed=25)
+    ing.ingest(str(a), str(env.inbox))
+    env.archive.rename(tmp_path / "unplugged")
+    b = make_video(env.inbox / "b.mp4", seed=26)
+    with pytest.raises(ArchiveMissing, match="does not exist"):
+        ing.ingest(str(b), str(env.inbox))
+    assert not env.archive.exists()
+
+
+def test_a_long_copy_beats_the_workers_heartbeat(env: Env, ing: Ingestor) -> None:
+    beats: list[int] = []
+    ing.beat = lambda: beats.append(1)
+    src = env.inbox / "long.mp4"
+    src.write_bytes(os.urandom(9 * 1024 * 1024))
+    ing.ingest(str(src), str(env.inbox))
+    assert len(beats) >= 6  # per chunk, copying and verifying

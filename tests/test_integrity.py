@@ -11,7 +11,7 @@ from draftsync.archive import Archive
 from draftsync.catalog import Catalog
 from draftsync.config import load
 from draftsync.ingest import Ingestor
-from draftsync.integrity import scrub
+from draftsync.integrity import scrub, verify
 from tests.conftest import Env, make_video
 
 
@@ -84,3 +84,52 @@ def test_scrub_verifies_a_slice_least_recently_verified_first(filled: Env) -> No
     second = scrub(arch, cat, 0.34)
     assert first.checked == second.checked == 2 and first.problems == 0
     assert cat.counts()["never_verified"] == 0  # the second slice took the ones the first skipped
+
+
+def test_a_video_being_placed_by_the_daemon_is_new_not_unknown_and_counts_add_up(filled: Env) -> None:
+    s, _ = load(str(filled.config))
+    cat = Catalog(s.catalog_path)
+    arch = Archive(s.archive.root, s.archive.layout)
+    a = filled.archived_videos()[0]
+    placed = a.parent / "placed-just-now.mp4"  # linked and described; its catalog row is a moment away
+    placed.write_bytes(b"fresh video")
+    Path(f"{placed}.json").write_text("{}")
+    stranger = a.parent / "dropped-by-hand.mp4"
+    stranger.write_bytes(b"who put this here")
+    t = [0.0]
+    naps: list[float] = []
+
+    def sleep(dt: float) -> None:
+        naps.append(dt)
+        t[0] += dt
+
+    r = verify(arch, cat, ingesting=True, clock=lambda: t[0], sleep=sleep)
+    rel = lambda p: str(p.relative_to(filled.archive))  # noqa: E731
+    assert r.new == [rel(placed)] and r.unknown == [rel(stranger)]
+    assert 0 < sum(naps) <= 10.5  # it waited, boundedly, for the catalog row
+    assert r.checked == 3 == r.ok + len(r.missing) + len(r.changed) + len(r.no_sidecar) + len(r.unreadable)
+    alone = verify(arch, cat, ingesting=False, clock=lambda: 0.0, sleep=lambda _dt: None)
+    assert sorted(alone.unknown) == sorted([rel(placed), rel(stranger)]) and alone.new == []
+
+
+def test_reindex_describes_videos_with_bad_sidecars_anew_and_keeps_the_bad_ones(filled: Env) -> None:
+    a, b, _ = filled.archived_videos()
+    Path(f"{a}.json").write_text("{ not json")
+    sc = json.loads(Path(f"{b}.json").read_text())
+    Path(f"{b}.json").write_text(json.dumps(sc | {"hash": "md5:123"}))
+    r = filled.cli("reindex")
+    assert r.returncode == 1 and "3 videos (2 described anew" in r.stdout
+    assert "invalid JSON" in r.stderr and "not a blake3 digest" in r.stderr
+    for v in (a, b):
+        assert json.loads(Path(f"{v}.json").read_text())["hash"].startswith("blake3:")
+    kept = sorted(p.name.split(".json.")[0] for p in (filled.archive / ".draftsync" / "damaged").rglob("*.json.*"))
+    assert kept == sorted([a.name, b.name])  # the bad ones are kept for a look, not deleted
+    assert filled.cli("verify").returncode == 0
+
+
+def test_verify_reindex_and_scan_refuse_an_archive_that_is_not_there(filled: Env, tmp_path: Path) -> None:
+    filled.archive.rename(tmp_path / "unplugged")
+    for cmd in ("verify", "reindex", "scan"):
+        r = filled.cli(cmd)
+        assert r.returncode == 1 and "does not exist: is its disk mounted?" in r.stderr, r.stderr
+    assert not filled.archive.exists()

@@ -26,5 +26,5 @@ def test_system_unit_exposure_is_2_or_lower() -> None:
 @pytest.mark.parametrize("unit", ["draftsync.service", "draftsync-user.service"])
 def test_units_are_notify_services_that_restart_on_failure(unit: str) -> None:
     text = (UNITS / unit).read_text()
-    for line in ("Type=notify", "Restart=on-failure", "WatchdogSec=", " run"):
+    for line in ("Type=notify", "Restart=on-failure", "WatchdogSec=", " run", "ExecReload=/bin/kill -HUP $MAINPID"):
         assert line in text
