@@ -29,6 +29,7 @@ from draftsync.ingest import Ingestor, Outcome
 from draftsync.integrity import scrub
 from draftsync.lock import StateLock
 from draftsync.problems import Problems
+from draftsync.push.queue import note_enabled
 from draftsync.runtime import Runtime, Service
 from draftsync.sdnotify import Notifier
 from draftsync.settle import IgnoreRules, Settler
@@ -180,6 +181,7 @@ class Daemon:
         self.prepare_folders()
         self.lock.acquire("start the daemon")
         self.catalog = Catalog(s.catalog_path)
+        note_enabled(s, self.catalog)
         self.archive = Archive(s.archive.root, s.archive.layout)
         self.problems = Problems(self.catalog)
         self.rt = Runtime(s, self.catalog, self.archive, self.problems, self.supervisor, self.scheduler, self.stop)
@@ -341,16 +343,10 @@ class Daemon:
         scrub(self.archive, self.catalog, self.settings.archive.scrub_fraction)
 
     def _add_push_job(self) -> None:
-        s = self.settings
-        if not s.push.enabled:
-            return
-        from draftsync.push.queue import Pusher
+        if self.settings.push.enabled:
+            from draftsync.push.pusher import PushService
 
-        pusher = Pusher(s, self.catalog, should_stop=self.stop.is_set, neardups=self.neardups)
-        self.pusher = pusher
-        self.rt.add_job("push", pusher.window, cron(s.push.schedule, s.push.tz()), misfire_grace_time=None)
-        # A window missed while we were down runs once now (coalesced), and interrupted uploads resume.
-        self.rt.add_job("push-startup", pusher.startup, None, next_run_time=_now_dt())
+            self.services.append(PushService(neardups=self.neardups))
 
     def _archived(self, out: Outcome) -> None:
         """Tell the hosted services about a newly archived video."""
@@ -443,6 +439,7 @@ def scan_once(settings: Settings, progress: Any = None, compare: bool = True) ->
     lock.acquire("scan")
     catalog = Catalog(settings.catalog_path)
     try:
+        note_enabled(settings, catalog)
         archive = Archive(settings.archive.root, settings.archive.layout)
         stop = threading.Event()
         pipeline = Pipeline(settings, catalog, archive, stop)
