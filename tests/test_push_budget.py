@@ -15,10 +15,8 @@ NOW = Instant(1_800_003_600.0, "boot-a", 100_000.0)  # 2027-01-15 09:00 UTC
 
 def init(age: float, outcome: str = "ok", boot: str = "boot-a", wall_skew: float = 0.0) -> Entry:
     at = NOW.later(-age)
-    if boot != NOW.boot:
-        at = Instant(at.wall + wall_skew, boot, 5.0)
-    else:
-        at = Instant(at.wall + wall_skew, at.boot, at.mono)
+    mono = at.mono if boot == NOW.boot else 5.0  # another boot's clock reading means nothing here
+    at = Instant(at.wall + wall_skew, boot, mono)
     return Entry(0, "init", at, outcome)  # type: ignore[arg-type]
 
 

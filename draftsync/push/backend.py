@@ -142,9 +142,9 @@ class TikTokBackend:
     name = "tiktok"
 
     def __init__(self, settings: Settings, client: httpx.Client | None = None,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:  # fmt: skip
+                 should_stop: Callable[[], bool] = lambda: False, sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
         self.tokens = TokenStore(settings, client)
-        self.api = TikTok(settings, self.tokens, client, should_stop)
+        self.api = TikTok(settings, self.tokens, client, should_stop, sleep)
         self.settings = settings
 
     def account(self) -> str:
@@ -235,8 +235,9 @@ def _pfm_refusal(a: Answer, created_on_5xx: bool) -> Outcome:
 class PostForMeBackend:
     name = "postforme"
 
-    def __init__(self, settings: Settings, client: httpx.Client | None = None) -> None:
-        self.api = PostForMe(settings, client)
+    def __init__(self, settings: Settings, client: httpx.Client | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+        self.api = PostForMe(settings, client, sleep)
         self.settings = settings
         self.platform = ""
 
@@ -363,11 +364,12 @@ def _dict(x: object) -> dict[str, Any]:
 
 
 def make_backend(settings: Settings, should_stop: Callable[[], bool] = lambda: False,
-                 client: httpx.Client | None = None) -> Backend | None:  # fmt: skip
-    """The configured back-end; None for `dry-run`, whose windows only plan."""
+                 client: httpx.Client | None = None, sleep: Callable[[float], None] = time.sleep) -> Backend | None:  # fmt: skip
+    """The configured back-end; None for `dry-run`, whose windows only plan. `sleep` paces its short
+    retries of one call (a chunk, a read)."""
     name = settings.push.backend
     if name == "tiktok":
-        return TikTokBackend(settings, client, should_stop)
+        return TikTokBackend(settings, client, should_stop, sleep)
     if name == "postforme":
-        return PostForMeBackend(settings, client)
+        return PostForMeBackend(settings, client, sleep)
     return None

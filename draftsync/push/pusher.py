@@ -112,12 +112,12 @@ class Pusher:
         self.settings = settings
         self.catalog = catalog
         self.should_stop = should_stop
-        self.backend = backend if backend is not None else make_backend(settings, should_stop)
+        self.clock = clock or SystemClock()
+        self.backend = backend if backend is not None else make_backend(settings, should_stop, sleep=self.clock.sleep)
         if self.backend is not None and self.backend.name == "postforme":
             # Post for Me's per-key limits are unpublished; safe reading (spec B.8): a post at most every 5 s.
             limits = replace(limits, status_spacing=max(limits.status_spacing, 5.0))
         self.limits = limits
-        self.clock = clock or SystemClock()
         self.problems = problems or Problems(catalog)
         self.lock = StateLock(settings.state.dir, "push")
         self.account = self.backend.account() if self.backend else "dry-run"
