@@ -122,6 +122,7 @@ class FakeState:
         self.inits: list[tuple[float, str, bool]] = []  # (time, user, ok)
         self.status_calls: list[tuple[float, str]] = []
         self.pending_cap = 5
+        self.init_per_minute = 6
         self.processing_polls = 1  # PROCESSING_UPLOAD answers after the last chunk before SEND_TO_USER_INBOX
         self.fail_reason_on_complete = ""
         self.faults: list[Fault] = []
@@ -385,7 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
             recent = [t for t, u, _ in s.inits if u == user and t > now - 60]
             s.inits.append((now, user, False))
             idx = len(s.inits) - 1
-            if len(recent) >= 6:
+            if len(recent) >= s.init_per_minute:
                 return self._envelope(429, "rate_limit_exceeded")
             pending = [t for t, u, ok in s.inits if u == user and ok and t > now - 86400]
             if len(pending) >= s.pending_cap:

@@ -1,11 +1,13 @@
 """The life of one push as a pure function: `step(item, outcome, now)` says what comes next.
 
     queued ──begin──► starting ──Started──► uploading ──Sent──► processing ──InInbox──► in_inbox
-      ▲                  │ Unknown: stays;          │ Pending: resume      │ Pending: wait; after an
-      │                  │ the next look-up decides │ from the server's    │ hour it is stuck ► failed
-      └──Dead / Deferred─┴──────────────────────────┴──────────────────────┘
-    Rejected ► failed (any active state)      NeedsReauth: nothing moves; the account waits
-    failed ──retry──► queued     skipped / none ──add──► queued
+     ▲  ▲                │                      │                      │
+     │  └────────────────┤ Deferred, NeedsReauth: the create was refused.  Unknown: stays, looked up next
+     └───────────────────┴──────────────────────┴──────────────────────┘ Dead: known dead, try again later
+    uploading + Pending: resume from the byte the service has, while the URL lives (else as Dead)
+    processing + Pending: wait; after an hour it is stuck ► failed
+    Rejected ► failed (any active state); otherwise NeedsReauth, Deferred, Unknown wait in place
+    failed ──retry──► queued      skipped, none ──add──► queued
 
 Back-ends only talk HTTP and return one of the outcomes below; they never decide. A create (TikTok init,
 Post for Me create-post) is never repeated after an unknown answer: the item stays `starting` and the
