@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -104,6 +105,9 @@ def test_push_now_queue_and_status_from_the_cli(env: Env, fake: FakeServer) -> N
 def test_push_add_from_the_cli_queues_an_old_video_and_says_when(env: Env, fake: FakeServer) -> None:
     env.write_config()  # pushing off while the camera roll is archived
     v = archive_one(env, pad=0)
+    s0, _ = load(str(env.config))
+    assert stat.S_IMODE(s0.state.dir.stat().st_mode) == 0o700  # made by draftsync: private from the start
+    assert stat.S_IMODE(s0.catalog_path.stat().st_mode) == 0o600
     configure(env, fake, only_new=True)
     s, _ = load(str(env.config))
     give_token(s, fake)

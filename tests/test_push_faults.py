@@ -15,6 +15,7 @@ import pytest
 from draftsync.catalog import Catalog
 from draftsync.problems import Problems
 from draftsync.push import queue
+from draftsync.push.clock import SystemClock
 from draftsync.push.pusher import Pusher
 from draftsync.push.queue import push_status, queue_view
 from tests.conftest import Env
@@ -278,12 +279,16 @@ def _snapshot(cat: Catalog) -> str:
 
 
 def test_queue_status_and_the_dry_run_never_write(env: Env, fake: FakeServer, clock: FakeClock) -> None:
-    s = push_env(env, fake, max_per_day=2)
+    s = push_env(env, fake, max_per_day=10)
     give_token(s, fake)
-    archive_videos(s, env, 3)
-    window(s, clock)  # 2 go, 1 waits for tomorrow
-    archive_videos(s, env, 1, seed=800)  # new since that window
+    archive_videos(s, env, 2)
     cat = Catalog(s.catalog_path)
+    now = SystemClock().now()
+    for _ in range(5):  # five drafts sent an hour ago: none left for 23 hours
+        cat.ledger_add("tiktok:open_user_1", "init", now.wall - 3600, now.boot, now.mono - 3600, outcome="ok")
+    report, _ = window(s, clock)
+    assert cat.push_counts() == {"queued": 2} and "5 drafts in 24 h" in report.waiting  # type: ignore[attr-defined]
+    archive_videos(s, env, 1, seed=800)  # new since that window
     before = _snapshot(cat)
     sidecars = sorted((p, p.stat().st_mtime_ns) for p in s.archive.root.rglob("*.json"))
     out = {}
@@ -293,6 +298,6 @@ def test_queue_status_and_the_dry_run_never_write(env: Env, fake: FakeServer, cl
         out[args[0]] = r.stdout
     assert _snapshot(cat) == before
     assert sorted((p, p.stat().st_mtime_ns) for p in s.archive.root.rglob("*.json")) == sidecars
-    # the dry run walks the same selection and budget as a real window: none left today, two later
-    assert "would send 0 now, 2 later" in out["push"]
-    assert len(json.loads(out["queue"])["items"]) == 3  # the new video is not queued by a listing
+    # the dry run walks the same selection and budget as a real window: nothing now, three later
+    assert "would send 0 now, 3 later" in out["push"]
+    assert len(json.loads(out["queue"])["items"]) == 2  # the new video is not queued by a listing

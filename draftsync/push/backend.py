@@ -18,7 +18,7 @@ import httpx
 
 from draftsync import log
 from draftsync.config import Settings
-from draftsync.errors import AuthError, PushError
+from draftsync.errors import AuthError, DraftsyncError, PushError
 from draftsync.push.auth import TokenBusy, TokenStore
 from draftsync.push.machine import (
     Dead,
@@ -82,9 +82,11 @@ PERMANENT_REASONS = {
 _REAUTH = "; run `draftsync auth tiktok` again"
 
 
-def _no_answer(e: PushError) -> Outcome:
-    """A call that got no usable answer: a token problem or a connection never made changed nothing;
-    a request that may have arrived is unknown."""
+def _no_answer(e: DraftsyncError) -> Outcome:
+    """A call that got no usable answer: a token or configuration problem or a connection never made
+    changed nothing; a request that may have arrived is unknown."""
+    if not isinstance(e, PushError):  # e.g. a secret file that cannot be read: the owner must act
+        return NeedsReauth(str(e), "config")
     if isinstance(e, AuthError):
         return NeedsReauth(str(e), e.code)
     if isinstance(e, TokenBusy):
@@ -157,7 +159,7 @@ class TikTokBackend:
     def check(self) -> Outcome | None:
         try:
             tok = self.tokens.access_token()
-        except PushError as e:
+        except DraftsyncError as e:
             return _no_answer(e)
         if "video.upload" not in tok.scope.split(","):
             return NeedsReauth("the TikTok token lacks video.upload" + _REAUTH, "scope_not_authorized")
@@ -168,7 +170,7 @@ class TikTokBackend:
             reply, cs, n = self.api.init_reply(job.size)
         except ValueError as e:  # chunk_plan: size out of bounds
             return Rejected(str(e), "size")
-        except PushError as e:
+        except DraftsyncError as e:
             return _no_answer(e)
         if not reply.ok:
             return tiktok_init_outcome(reply.code, reply.text(), reply.log_id, reply.http)
@@ -211,7 +213,7 @@ class TikTokBackend:
         assert job.remote_id
         try:
             r = self.api.status(job.remote_id)
-        except PushError as e:
+        except DraftsyncError as e:
             return _no_answer(e)
         return tiktok_status_outcome(r.code, r.text(), r.log_id, r.http, r.data, job.remote_id)
 
@@ -249,7 +251,7 @@ class PostForMeBackend:
             return NeedsReauth("postforme.social_account_id is not set", "config")
         try:
             a = self.api.social_account()
-        except PushError as e:
+        except DraftsyncError as e:
             return _no_answer(e)
         if a.status == 404:
             return NeedsReauth(f"Post for Me has no account {self.api.account}; check postforme.social_account_id")
@@ -281,15 +283,15 @@ class PostForMeBackend:
             return o
         try:
             media = self.api.upload(job.path, job.size, progress)
-        except PushError as e:  # the media upload creates nothing that could be published
-            return Deferred(str(e), 60.0, e.code) if isinstance(e, Unreachable) else _no_answer(e)
+        except DraftsyncError as e:  # the media upload creates nothing that could be published
+            return Deferred(str(e), 60.0, "unreachable") if isinstance(e, Unreachable) else _no_answer(e)
         except OSError as e:
             return Rejected(f"cannot read the archived copy {job.path}: {e.strerror}", "unreadable")
         if isinstance(media, Answer):
             return _pfm_refusal(media, False)
         try:
             a = self.api.create_post(job.caption, media, job.ref)
-        except PushError as e:
+        except DraftsyncError as e:
             return _no_answer(e)
         if not a.ok:
             return _pfm_refusal(a, True)
@@ -303,7 +305,7 @@ class PostForMeBackend:
             return self.poll(job)
         try:
             a = self.api.posts_by_external_id(job.ref)
-        except PushError as e:
+        except DraftsyncError as e:
             return _no_answer(e)
         if not a.ok:
             return NeedsReauth(a.text(), "unauthorized") if a.status == 401 else Unknown(a.text(), f"http_{a.status}")
@@ -327,7 +329,7 @@ class PostForMeBackend:
             if a.ok and isinstance(a.body, dict) and a.body.get("status") == "processed":
                 a = self.api.results(job.remote_id)
                 return self._result(a, job)
-        except PushError as e:
+        except DraftsyncError as e:
             return _no_answer(e)
         if a.status == 404:
             return Dead(f"Post for Me no longer knows post {job.remote_id}", "post_absent")

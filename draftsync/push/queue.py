@@ -122,12 +122,12 @@ def windows_ahead(settings: Settings, now: Instant, count: int = 62) -> list[flo
     return out
 
 
-def turn_times(settings: Settings, catalog: Catalog, items: list[Item], now: Instant, *,
-               run_now: bool = False) -> dict[str, float | None]:  # fmt: skip
+def turn_times(settings: Settings, catalog: Catalog, items: list[Item], now: Instant, *, run_now: bool = False,
+               only_now: bool = False) -> dict[str, float | None]:  # fmt: skip
     """Wall time at which each queued item (in queue order) gets its init under the budget, in the
-    scheduled windows (and a window run now, if `run_now`)."""
+    scheduled windows (and a window run now, if `run_now`; only that one, if `only_now`)."""
     p = settings.push
-    windows = ([0.0] if run_now else []) + windows_ahead(settings, now)
+    windows = [0.0] if only_now else ([0.0] if run_now else []) + windows_ahead(settings, now)
     due = [max(0.0, it.wait - elapsed(it.since, now)) for it in items]
     at = budget.turns(ledger(catalog, account_of(settings)), due, Limits(), p.max_per_day, p.max_per_run, p.tz(), now,
                       windows, SLOT_WAIT)  # fmt: skip
@@ -266,14 +266,14 @@ def plan(settings: Settings, catalog: Catalog, now: Instant | None = None) -> Pl
     out.skipped = [(c.video, c.problem) for c in choices if c.problem]
     queued = [item_of(r) for r in catalog.push_rows((State.QUEUED.value,))]
     queued += [machine.queue(c.video.hash, now) for c in choices if c.problem is None]
+    in_this = turn_times(settings, catalog, queued, now, only_now=True)
     turns = turn_times(settings, catalog, queued, now, run_now=True)
-    soon = now.wall + SLOT_WAIT
     for it in queued:
         v = catalog.video(it.hash)
         if v is None:
             continue
         t = turns.get(it.hash)
-        if t is not None and t <= soon:
+        if in_this.get(it.hash) is not None:
             out.now.append((v, caption_for(settings.push.caption, v, catalog)))
         else:
             out.later.append((v, t))
