@@ -673,4 +673,13 @@ def test_the_push_service_schedules_windows_and_a_retry_with_backoff(env: Env, f
     assert 110 < first - t0 < 200 and 230 < second - t0 < 330  # a repeated obstacle backs off
     svc._after(WindowReport())  # a clean window resets the backoff
     assert svc._retries == 0 and len(sched.get_jobs()) == 3
+
+    def broken() -> WindowReport:
+        raise RuntimeError("disk I/O error")
+
+    svc._run(broken)  # a window that crashes is a problem, and is tried again
+    assert any(p.key == "push_window" and "disk I/O error" in p.message for p in cat.problems())
+    assert sched.get_job("push-retry").trigger.run_date.timestamp() - time.time() > 500
+    svc._run(WindowReport)
+    assert not any(p.key == "push_window" for p in cat.problems())
     sched.shutdown(wait=False)

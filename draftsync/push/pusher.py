@@ -491,17 +491,25 @@ class PushService:
         s = rt.settings
         self.rt = rt
         self.pusher = Pusher(s, rt.catalog, should_stop=rt.stop.is_set, neardups=self.neardups, problems=rt.problems)
-        rt.add_job("push", lambda: self._after(self._p().window()), schedule.trigger(s.push.schedule, s.push.tz()),
+        p = self.pusher
+        rt.add_job("push", lambda: self._run(p.window), schedule.trigger(s.push.schedule, s.push.tz()),
                    misfire_grace_time=None)  # fmt: skip
-        rt.add_job("push-startup", lambda: self._after(self._p().startup()), None,
-                   next_run_time=datetime.now().astimezone())  # fmt: skip
+        rt.add_job("push-startup", lambda: self._run(p.startup), None, next_run_time=datetime.now().astimezone())
 
     def stop(self) -> None:
         pass
 
-    def _p(self) -> Pusher:
-        assert self.pusher is not None
-        return self.pusher
+    def _run(self, window: Callable[[], WindowReport]) -> None:
+        try:
+            report = window()
+        except Exception as e:  # a fault in a window must not go unnoticed until the next one
+            _log.exception("push window failed", error=str(e))
+            self.rt.problems.report("push_window", REAUTH, f"pushing is paused: a push window failed "
+                                    f"({type(e).__name__}: {e}); it is tried again soon, see the log")  # fmt: skip
+            self._after(WindowReport(retry_after=600.0))
+            return
+        self.rt.problems.resolve("push_window")
+        self._after(report)
 
     def _after(self, report: WindowReport) -> None:
         if report.retry_after is None or report.busy:
@@ -514,5 +522,6 @@ class PushService:
         self._retries += 1
         at = datetime.now().astimezone() + timedelta(seconds=delay)
         _log.info("another push window is scheduled", at=at.isoformat(timespec="seconds"), reason=report.waiting)
-        self.rt.add_job("push-retry", lambda: self._after(self._p().window()), DateTrigger(run_date=at),
-                        replace_existing=True)  # fmt: skip
+        p = self.pusher
+        assert p is not None
+        self.rt.add_job("push-retry", lambda: self._run(p.window), DateTrigger(run_date=at), replace_existing=True)
