@@ -683,3 +683,35 @@ def test_the_push_service_schedules_windows_and_a_retry_with_backoff(env: Env, f
     svc._run(WindowReport)
     assert not any(p.key == "push_window" for p in cat.problems())
     sched.shutdown(wait=False)
+
+
+def test_an_older_catalog_is_migrated_without_losing_a_push(tmp_path: Path) -> None:
+    import sqlite3
+
+    from draftsync.catalog import _MIGRATIONS
+
+    path = tmp_path / "catalog.db"
+    db = sqlite3.connect(path)
+    for v in (1, 2, 3, 4):
+        db.executescript(_MIGRATIONS[v])
+    db.execute("INSERT INTO meta VALUES('schema_version', '4')")
+    rows = [("blake3:a", "uploading", "pid-a", "https://u/?upload_token=t", 100.0, None),  # resumable
+            ("blake3:b", "uploading", None, None, 100.0, None),  # Post for Me, crashed before the id was kept
+            ("blake3:c", "dry_run", "dry-run:c", None, 100.0, None),
+            ("blake3:d", "in_inbox", "pid-d", "https://u/?upload_token=old", 100.0, None),
+            ("blake3:e", "queued", None, None, 100.0, 400.0)]  # fmt: skip
+    db.executemany("INSERT INTO pushes(hash, state, remote_id, upload_url, updated_at, next_try, queued_at) "
+                   "VALUES(?,?,?,?,?,?,0)", rows)  # fmt: skip
+    db.executemany("INSERT INTO push_calls(at, account, kind, ok) VALUES(?,?,?,?)",
+                   [(90.0, "tiktok:u", "init", 1), (95.0, "tiktok:u", "init", 0), (96.0, "tiktok:u", "status", 1)])  # fmt: skip
+    db.commit()
+    db.close()
+    cat = Catalog(path)
+    got = {r["hash"]: r for r in cat.push_rows()}
+    assert got["blake3:a"]["state"] == "uploading" and got["blake3:a"]["upload_url"]
+    assert got["blake3:b"]["state"] == "starting" and got["blake3:b"]["ref"] == "blake3:b"  # looked up, not re-created
+    assert got["blake3:c"]["state"] == "queued" and got["blake3:c"]["remote_id"] is None
+    assert got["blake3:d"]["upload_url"] is None  # a finished upload's URL is not kept
+    assert got["blake3:e"]["wait"] == 300
+    # an init whose answer was never marked counts as unknown, so it keeps its slot; status calls are gone
+    assert [(e["kind"], e["outcome"]) for e in cat.ledger("tiktok:u")] == [("init", "ok"), ("init", "unknown")]

@@ -248,7 +248,9 @@ def test_push_add_queues_old_videos_and_the_cap_spreads_them_over_two_windows(
     clock.advance(first[0] - clock.wall())
     window(s, clock)
     assert cat.push_counts() == {"in_inbox": 5, "queued": 3}
-    view = [e for e in queue_view(s, cat, now=clock.now()) if e.state == "queued"]
+    full = queue_view(s, cat, now=clock.now())
+    assert queue_view(s, cat, limit=2, offset=1, now=clock.now()) == full[1:3]  # a page of the same view
+    view = [e for e in full if e.state == "queued"]
     assert all(e.turn_at is not None and e.turn_at >= second[0] - 60 for e in view)
     clock.advance(second[0] - clock.wall())
     window(s, clock)

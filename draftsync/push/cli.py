@@ -119,9 +119,12 @@ def auth_tiktok(settings: Settings, listen: bool, timeout: float) -> int:
 
 
 def _when(t: float | None) -> str:
-    if t is None:
-        return "not within the next two months of windows"
-    return datetime.fromtimestamp(t).astimezone().strftime("%a %Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(t).astimezone().strftime("%a %Y-%m-%d %H:%M") if t is not None else ""
+
+
+def _turn(t: float | None) -> str:
+    """When a queued video arrives, for a person (a window may take a few minutes to deliver)."""
+    return f"in the inbox by {_when(t)}" if t is not None else "not within the next two months of windows"
 
 
 def _date(text: str | None, flag: str) -> str | None:
@@ -184,7 +187,7 @@ def _dry_run(settings: Settings, catalog: Catalog) -> int:
     for v, caption in p.now:
         print(f"  now    {v.archive_path}  caption {caption!r}")
     for v, t in p.later:
-        print(f"  later  {v.archive_path}  {_when(t)}")
+        print(f"  later  {v.archive_path}  {_turn(t)}")
     for v, why in p.skipped:
         print(f"  skip   {v.archive_path}: {why}")
     if p.uncompared:
@@ -222,7 +225,7 @@ def push_add(settings: Settings, args: argparse.Namespace) -> int:
         verb = "would queue" if args.dry_run else "queued"
         print(f"{verb} {len(out.queued)} video(s)" + (" (dry run: nothing changed)" if args.dry_run else ""))
         for v in out.queued:
-            print(f"  {v.archive_path}  in the inbox by {_when(out.turns.get(v.hash))}")
+            print(f"  {v.archive_path}  {_turn(out.turns.get(v.hash))}")
         for v, state in out.already:
             print(f"  already {state}: {v.archive_path} (nothing to do)")
         for v, why in out.refused:
@@ -295,7 +298,7 @@ def queue(settings: Settings, as_json: bool) -> int:
         print(f"push: {st['summary']}")
         for e in entries:
             extra = " ".join(x for x in (e.code, f"log_id {e.log_id}" if e.log_id else "") if x)
-            turn = f"in the inbox by {_when(e.turn_at)}" if e.state == "queued" and settings.push.enabled else ""
+            turn = _turn(e.turn_at) if e.state == "queued" and settings.push.enabled else ""
             text = "  ".join(x for x in (e.reason, turn, extra) if x)
             print(f"  {e.state:<10} {e.archive_path or e.hash}  {text}".rstrip())
         return EXIT_OK
