@@ -179,7 +179,7 @@ def paused_reason(catalog: Catalog) -> str:
         return halt
     for p in catalog.problems():
         if p.key == REAUTH:
-            return p.message
+            return p.message.removeprefix("pushing is paused: ")
     return ""
 
 
@@ -221,7 +221,7 @@ def push_status(settings: Settings, catalog: Catalog, now: Instant | None = None
         parts.append(f"next window {_local(next_window)}")
     if b["next_slot"] and b["next_slot_reason"]:
         parts.append(f"next slot {_local(b['next_slot'])} ({b['next_slot_reason']})")
-    if last and last.get("text"):
+    if last and last.get("text") and not paused:
         parts.append(f"last window {_local(last['at'])}: {last['text']}")
     return {"enabled": p.enabled, "backend": p.backend, "paused": paused, "counts": counts, "budget": b,
             "next_window": next_window, "enabled_at": enabled_at(catalog), "last_window": last,
