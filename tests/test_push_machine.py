@@ -191,3 +191,25 @@ def test_person_actions() -> None:
 )
 def test_what_an_answer_proves_about_a_slot(outcome: Outcome, mark: str | None) -> None:
     assert ledger_mark(outcome) == mark
+
+
+@pytest.mark.parametrize(
+    ("outcome", "state", "want"),
+    [
+        (NeedsReauth("run auth"), State.PROCESSING, machine.AccountEffect(pause="run auth")),
+        (Rejected("not a draft", halt=True), State.STARTING,
+         machine.AccountEffect(pause="not a draft; then `draftsync push retry` resumes pushing", halt=True)),
+        (Rejected("duration_check_failed"), State.PROCESSING, machine.AccountEffect()),
+        # a 429 pauses the account for at least its minute, and the window goes on after it
+        (Deferred("429", 30, limit="minute"), State.STARTING, machine.AccountEffect(block="minute", block_for=60)),
+        (Deferred("cap", 3600, limit="pending"), State.STARTING,
+         machine.AccountEffect(block="pending", block_for=3600, no_more=True)),
+        (Deferred("token endpoint busy", 300, limit="service"), State.STARTING,
+         machine.AccountEffect(block="service", block_for=300, no_more=True)),
+        (Deferred("status 429", 60), State.PROCESSING, machine.AccountEffect()),
+        (Unknown("no answer"), State.STARTING, machine.AccountEffect()),
+        (Started("pid"), State.STARTING, machine.AccountEffect()),
+    ],
+)  # fmt: skip
+def test_what_an_answer_means_for_the_account(outcome: Outcome, state: State, want: machine.AccountEffect) -> None:
+    assert machine.for_account(outcome, state) == want

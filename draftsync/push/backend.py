@@ -111,8 +111,7 @@ def tiktok_init_outcome(code: str, text: str, log_id: str, http: int) -> Outcome
     return Rejected(text, code, log_id)  # invalid_params, invalid_file_upload, url_ownership_unverified, ...
 
 
-def tiktok_status_outcome(code: str, text: str, log_id: str, http: int, data: dict[str, object],
-                          publish_id: str) -> Outcome:  # fmt: skip
+def tiktok_status_outcome(code: str, text: str, log_id: str, data: dict[str, object], publish_id: str) -> Outcome:
     """What a status answer means (spec A.4)."""
     if code != "ok":
         if code in ("invalid_publish_id", "token_not_authorized_for_specified_publish_id"):
@@ -215,7 +214,7 @@ class TikTokBackend:
             r = self.api.status(job.remote_id)
         except DraftsyncError as e:
             return _no_answer(e)
-        return tiktok_status_outcome(r.code, r.text(), r.log_id, r.http, r.data, job.remote_id)
+        return tiktok_status_outcome(r.code, r.text(), r.log_id, r.data, job.remote_id)
 
 
 # --- Post for Me --------------------------------------------------------------------------------------------

@@ -260,6 +260,31 @@ def add(item: Item | None, hash: str, now: Instant) -> Item:
     return item
 
 
+@dataclass(frozen=True)
+class AccountEffect:
+    """What an answer means for the whole account, beyond its item."""
+
+    pause: str = ""  # stop this window: the owner must act (authorise again, fix a secret, look at a post)
+    halt: bool = False  # and stay stopped until `push retry` says the owner has looked
+    block: Literal["", "minute", "pending", "service"] = ""  # a pause the budget obeys (a ledger line)
+    block_for: float = 0.0  # its length; for "pending" the budget knows better (the oldest slot's age)
+    no_more: bool = False  # start nothing else in this window
+
+
+def for_account(o: Outcome, state: State) -> AccountEffect:
+    """The account-wide side of answer `o` to an item that was in `state`."""
+    if isinstance(o, NeedsReauth):
+        return AccountEffect(pause=o.reason)
+    if isinstance(o, Rejected) and o.halt:
+        return AccountEffect(pause=f"{o.reason}; then `draftsync push retry` resumes pushing", halt=True)
+    if isinstance(o, Deferred) and o.limit:
+        # A 429 pauses the account until its sliding minute has passed (spec A.2); the pending cap and a
+        # busy service end what this window starts.
+        return AccountEffect(block=o.limit, block_for=max(o.after, 60.0) if o.limit == "minute" else o.after,
+                             no_more=o.limit != "minute" and state is State.STARTING)  # fmt: skip
+    return AccountEffect()
+
+
 def ledger_mark(o: Outcome) -> Literal["ok", "refused"] | None:
     """What an answer to a create (or a look-up after a lost one) proves about the slot it may have
     taken: `ok` it exists, `refused` it does not, None still unknown (it stays counted)."""

@@ -418,36 +418,31 @@ class Pusher:
     def _apply(self, item: Item, o: Outcome) -> Item:
         now = self.clock.now()
         new = machine.step(item, o, now)
+        effect = machine.for_account(o, item.state)
         with self.catalog.tx():
             if new != item:
                 save(self.catalog, new)
             mark = ledger_mark(o) if item.state is State.STARTING else None
             if mark and (call := self.catalog.ledger_last_unknown(self.account, item.hash)) is not None:
                 self.catalog.ledger_mark(call, mark)
-            if isinstance(o, Deferred) and o.limit:
-                self._block(o, now)
-        self._tell(item, new, o)
-        if isinstance(o, Rejected) and o.halt:
-            self.catalog.set_meta(HALT, f"{o.reason}; then `draftsync push retry` resumes pushing")
-            raise _Paused(self.catalog.get_meta(HALT) or o.reason)
-        if isinstance(o, NeedsReauth):
-            raise _Paused(o.reason)
-        if isinstance(o, Deferred) and o.limit in ("pending", "service") and item.state is State.STARTING:
-            self._no_more = o.reason
-            self._report.waiting = f"waiting: {o.reason}"
-            if o.limit == "service":
-                self._report.retry_after = o.after
+            if effect.block:
+                span = effect.block_for
+                if effect.block == "pending":
+                    span = pending_block(ledger(self.catalog, self.account), self.limits, now)
+                self.catalog.ledger_add(self.account, "block", now.wall, now.boot, now.mono, outcome="refused",
+                                        span=span)  # fmt: skip
+            if effect.halt:
+                self.catalog.set_meta(HALT, effect.pause)
+        self._tell(item, new)
+        if effect.pause:
+            raise _Paused(effect.pause)
+        if effect.no_more:
+            self._no_more = self._report.waiting = f"waiting: {new.reason.removeprefix('waiting: ')}"
+            if effect.block == "service":
+                self._report.retry_after = effect.block_for
         return new
 
-    def _block(self, o: Deferred, now: Instant) -> None:
-        """An account-wide pause the answer asked for, as a ledger line the budget obeys."""
-        if o.limit == "pending":
-            span = pending_block(ledger(self.catalog, self.account), self.limits, now)
-        else:
-            span = max(o.after, 60.0) if o.limit == "minute" else o.after
-        self.catalog.ledger_add(self.account, "block", now.wall, now.boot, now.mono, outcome="refused", span=span)
-
-    def _tell(self, old: Item, new: Item, o: Outcome) -> None:
+    def _tell(self, old: Item, new: Item) -> None:
         h, r = new.hash, self._report
         if new.state is not old.state:
             if new.state is State.IN_INBOX:
