@@ -24,12 +24,13 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return queue(settings, args.json)
     from draftsync.push.queue import note_enabled
 
-    catalog = Catalog(settings.catalog_path)
-    try:
-        note_enabled(settings, catalog)
-    finally:
-        catalog.close()
     sub = getattr(args, "push_command", None)
+    if not args.dry_run:  # a dry run changes nothing, not even when pushing took effect
+        catalog = Catalog(settings.catalog_path)
+        try:
+            note_enabled(settings, catalog)
+        finally:
+            catalog.close()
     if sub == "add":
         return push_add(settings, args)
     if sub == "retry":

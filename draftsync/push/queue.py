@@ -189,7 +189,10 @@ def idle_reason(settings: Settings, catalog: Catalog) -> str:
         return "every archived video is already queued, pushed or skipped"
     since = enabled_at(catalog)
     if since is None:
-        return "pushing has never been enabled, so no video is new to it yet"
+        return (
+            "pushing takes effect the first time `run`, `scan` or `push --now` loads a config with it on; "
+            "videos archived after that are queued, and `draftsync push add` queues older ones"
+        )
     old = catalog.count_unqueued_before(since)
     text = f"nothing new since pushing was enabled on {_local(since)}"
     if old:
