@@ -142,6 +142,30 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE sources ADD COLUMN error_kind TEXT;
     CREATE INDEX sources_state ON sources(state);
     """,
+    # push: an explicit state machine. Items carry when they entered their state on the wall clock and on the
+    # boot clock; the init ledger says what each answer proved; dry-run rows become plain queued ones; an
+    # upload URL is kept only while its upload runs.
+    6: """
+    ALTER TABLE pushes ADD COLUMN since REAL;
+    ALTER TABLE pushes ADD COLUMN since_boot TEXT;
+    ALTER TABLE pushes ADD COLUMN since_mono REAL;
+    ALTER TABLE pushes ADD COLUMN wait REAL NOT NULL DEFAULT 0;
+    ALTER TABLE pushes ADD COLUMN ref TEXT;
+    ALTER TABLE pushes ADD COLUMN upload_boot TEXT;
+    ALTER TABLE pushes ADD COLUMN upload_mono REAL;
+    UPDATE pushes SET since = updated_at, wait = MAX(0, COALESCE(next_try, 0) - updated_at);
+    UPDATE pushes SET state = 'queued', remote_id = NULL WHERE state = 'dry_run';
+    UPDATE pushes SET state = 'starting', ref = hash WHERE state = 'uploading' AND remote_id IS NULL;
+    UPDATE pushes SET upload_url = NULL WHERE state != 'uploading';
+    ALTER TABLE push_calls ADD COLUMN outcome TEXT NOT NULL DEFAULT 'unknown';
+    ALTER TABLE push_calls ADD COLUMN boot TEXT;
+    ALTER TABLE push_calls ADD COLUMN mono REAL;
+    ALTER TABLE push_calls ADD COLUMN span REAL NOT NULL DEFAULT 0;
+    ALTER TABLE push_calls ADD COLUMN hash TEXT;
+    UPDATE push_calls SET outcome = 'ok' WHERE ok = 1;
+    DELETE FROM push_calls WHERE kind = 'status';
+    CREATE INDEX push_calls_hash ON push_calls(hash)
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -630,60 +654,124 @@ class Catalog:
         rows = self._q("SELECT key, kind, message, severity, since FROM problems ORDER BY since, key")
         return [Problem(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    # --- push (issue: push stage) ----------------------------------------------------------------
+    # --- push ---------------------------------------------------------------------------------------
+    # The push queue (one row per video ever considered) and the ledger of init calls the budget reads.
+    # push/queue.py turns rows into `machine.Item`s; the columns mirror its fields.
+
+    _PUSH_COLUMNS = (
+        "state", "backend", "account", "remote_id", "upload_url", "upload_started", "upload_boot", "upload_mono",
+        "chunk_size", "chunk_count", "attempts", "ref", "reason", "code", "log_id", "since", "since_boot",
+        "since_mono", "wait",
+    )  # fmt: skip
 
     def push_row(self, hash: str) -> dict[str, Any] | None:
         rows = self._q("SELECT * FROM pushes WHERE hash=?", (hash,))
         return dict(rows[0]) if rows else None
 
-    def push_rows(self, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-        if states:
-            marks = ",".join("?" * len(states))
-            rows = self._q(f"SELECT * FROM pushes WHERE state IN ({marks}) ORDER BY queued_at, hash", states)
-        else:
-            rows = self._q("SELECT * FROM pushes ORDER BY queued_at, hash")
+    def push_rows(
+        self, states: tuple[str, ...] | None = None, limit: int = -1, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        where = f"WHERE state IN ({','.join('?' * len(states))})" if states else ""
+        rows = self._q(f"SELECT * FROM pushes {where} ORDER BY queued_at, hash LIMIT ? OFFSET ?",
+                       (*(states or ()), limit, offset))  # fmt: skip
         return [dict(r) for r in rows]
 
-    def enqueue_push(self, hash: str, state: str = "queued", reason: str | None = None) -> bool:
+    def push_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._q("SELECT state, COUNT(*) FROM pushes GROUP BY state")}
+
+    def save_push(self, hash: str, fields: dict[str, Any], *, insert_only: bool = False) -> bool:
+        """Write a push row (insert it if new). With `insert_only`, an existing row is left alone and
+        False is returned."""
+        bad = set(fields) - set(self._PUSH_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown push fields {bad}")
         now = time.time()
+        cols = ", ".join(fields)
+        marks = ", ".join("?" * len(fields))
+        conflict = (
+            "NOTHING"
+            if insert_only
+            else "UPDATE SET " + ", ".join(f"{k}=excluded.{k}" for k in fields) + ", updated_at=excluded.updated_at"
+        )
         with self.tx() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO pushes(hash, state, reason, queued_at, updated_at) VALUES(?,?,?,?,?)",
-                (hash, state, reason, now, now),
+                f"INSERT INTO pushes(hash, {cols}, queued_at, updated_at) VALUES(?, {marks}, ?, ?) "
+                f"ON CONFLICT(hash) DO {conflict}",
+                (hash, *fields.values(), now, now),
             )
             return cur.rowcount == 1
 
-    def update_push(self, hash: str, **fields: Any) -> None:
-        allowed = {
-            "state", "backend", "account", "remote_id", "upload_url", "upload_started", "chunk_size", "chunk_count",
-            "attempts", "reason", "code", "log_id", "next_try",
-        }  # fmt: skip
-        bad = set(fields) - allowed
-        if bad:
-            raise ValueError(f"unknown push fields {bad}")
-        sets = ", ".join(f"{k}=?" for k in fields)
+    def requeued(self, hash: str) -> None:
+        """A video queued again on purpose goes to the back of the queue."""
         with self.tx() as db:
-            db.execute(f"UPDATE pushes SET {sets}, updated_at=? WHERE hash=?", (*fields.values(), time.time(), hash))
+            db.execute("UPDATE pushes SET queued_at=? WHERE hash=?", (time.time(), hash))
 
-    def record_call(self, account: str, kind: str, ok: bool = True, at: float | None = None) -> int:
-        """Count a call against the budget (before it is made: an attempt counts even if refused)."""
+    def ledger(self, account: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._q(
+            "SELECT id, kind, at, boot, mono, outcome, span FROM push_calls WHERE account=? AND kind IN ('init','block') "
+            "ORDER BY id", (account,))]  # fmt: skip
+
+    def ledger_add(self, account: str, kind: str, at: float, boot: str, mono: float, *, outcome: str = "unknown",
+                   span: float = 0.0, hash: str | None = None) -> int:  # fmt: skip
         with self.tx() as db:
             cur = db.execute(
-                "INSERT INTO push_calls(at, account, kind, ok) VALUES(?,?,?,?)",
-                (at if at is not None else time.time(), account, kind, int(ok)),
+                "INSERT INTO push_calls(at, account, kind, ok, outcome, boot, mono, span, hash) VALUES(?,?,?,?,?,?,?,?,?)",
+                (at, account, kind, int(outcome == "ok"), outcome, boot, mono, span, hash),
             )
-            db.execute("DELETE FROM push_calls WHERE at < ?", (time.time() - 8 * 86400,))
             return int(cur.lastrowid or 0)
 
-    def mark_call_ok(self, call_id: int) -> None:
+    def ledger_mark(self, id: int, outcome: str) -> None:
         with self.tx() as db:
-            db.execute("UPDATE push_calls SET ok=1 WHERE id=?", (call_id,))
+            db.execute("UPDATE push_calls SET outcome=?, ok=? WHERE id=?", (outcome, int(outcome == "ok"), id))
 
-    def calls_since(self, account: str, kind: str, since: float, ok_only: bool = False) -> list[float]:
-        sql = "SELECT at FROM push_calls WHERE account=? AND kind=? AND at>=?"
-        if ok_only:
-            sql += " AND ok=1"
-        return [r[0] for r in self._q(sql + " ORDER BY at", (account, kind, since))]
+    def ledger_last_unknown(self, account: str, hash: str) -> int | None:
+        rows = self._q("SELECT id FROM push_calls WHERE account=? AND hash=? AND kind='init' AND outcome='unknown' "
+                       "ORDER BY id DESC LIMIT 1", (account, hash))  # fmt: skip
+        return int(rows[0][0]) if rows else None
+
+    def ledger_move(self, id: int, at: float, boot: str, mono: float) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE push_calls SET at=?, boot=?, mono=? WHERE id=?", (at, boot, mono, id))
+
+    def ledger_drop(self, ids: list[int]) -> None:
+        with self.tx() as db:
+            db.executemany("DELETE FROM push_calls WHERE id=?", [(i,) for i in ids])
+
+    def mark_push_enabled(self, at: float) -> None:
+        """Remember when pushing was first enabled; later calls keep the first time."""
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES('push_enabled_at', ?)", (str(at),))
+
+    def hash_of_source(self, path: str) -> str | None:
+        rows = self._q("SELECT hash FROM sources WHERE path=? AND hash IS NOT NULL", (path,))
+        return rows[0][0] if rows else None
+
+    def videos_to_add(
+        self, label: str | None = None, since: str | None = None, until: str | None = None
+    ) -> list[VideoRecord]:
+        """Archived videos by label and capture date (ISO dates, inclusive), oldest first."""
+        sql, args = "SELECT * FROM videos WHERE 1=1", []
+        if label is not None:
+            sql += " AND label=?"
+            args.append(label)
+        if since is not None:
+            sql += " AND substr(capture_time, 1, 10) >= ?"
+            args.append(since)
+        if until is not None:
+            sql += " AND substr(capture_time, 1, 10) <= ?"
+            args.append(until)
+        return [_row_to_video(r) for r in self._q(sql + " ORDER BY capture_time, hash", tuple(args))]
+
+    def videos_by_hash_prefix(self, prefix: str, limit: int = 2) -> list[VideoRecord]:
+        rows = self._q("SELECT * FROM videos WHERE hash >= ? AND hash < ? ORDER BY hash LIMIT ?",
+                       (prefix, prefix + "\uffff", limit))  # fmt: skip
+        return [_row_to_video(r) for r in rows]
+
+    def count_unqueued_before(self, since: float) -> int:
+        """Videos first seen before `since` that the push queue has never considered."""
+        rows = self._q("SELECT COUNT(*) FROM videos v LEFT JOIN pushes p ON p.hash = v.hash "
+                       "WHERE v.first_seen < ? AND p.hash IS NULL", (since,))  # fmt: skip
+        return int(rows[0][0])
 
     def videos_since(self, since: float) -> list[VideoRecord]:
         rows = self._q("SELECT * FROM videos WHERE first_seen>=? ORDER BY first_seen, hash", (since,))

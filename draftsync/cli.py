@@ -75,12 +75,35 @@ def _parser() -> argparse.ArgumentParser:
                            "loopback server on the redirect URI's port catches the redirect itself.")  # fmt: skip
     at.add_argument("--listen", action="store_true", help="wait for the redirect on the loopback redirect URI")
     at.add_argument("--timeout", type=float, default=600, help="seconds to wait with --listen (default 600)")
-    pu = sub.add_parser("push", help="push queued videos to the TikTok inbox now",
-                        description="Runs one push window in the foreground and returns when each item is in the "
-                        "inbox, failed, skipped or deferred. Safe while the daemon runs.")  # fmt: skip
+    pu = sub.add_parser("push", help="run a push window now, or queue videos on purpose (`push add`, `push retry`)",
+                        description="With --now, runs one push window in the foreground and returns when each item "
+                        "is in the inbox, failed or back in the queue (bounded: it stops polling after 20 minutes). "
+                        "With --dry-run, shows what a window run now would send, what later and what it would skip, "
+                        "under the same budget. Safe while the daemon runs.")  # fmt: skip
     pu.add_argument("--now", action="store_true", help="run a window now instead of waiting for the schedule")
-    pu.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
-    qu = sub.add_parser("queue", help="list pushed and queued videos with their state")
+    pu.add_argument("--dry-run", action="store_true", help="show what would be sent; send and change nothing")
+    pu_sub = pu.add_subparsers(dest="push_command", metavar="SUBCOMMAND")
+    pa = pu_sub.add_parser("add", help="queue archived videos on purpose, whatever only_new says",
+                           description="Queues archived videos for the TikTok inbox, e.g. to bring your drafts to a "
+                           "new phone. Name them by archive path, source path or content hash (or a prefix of 8+ hex "
+                           "digits), or use --all, narrowed by --label/--since/--until. TikTok exports and "
+                           "near-duplicates of something queued or pushed are left out unless --force; videos "
+                           "already queued or pushed are left as they are. Each is sent in its turn under TikTok's "
+                           "5-a-day budget; the answer says when.")  # fmt: skip
+    pa.add_argument("targets", nargs="*", metavar="PATH|HASH", help="videos to queue")
+    pa.add_argument("--all", action="store_true", help="every archived video (narrowed by the options below)")
+    pa.add_argument("--label", help="only videos with this label")
+    pa.add_argument("--since", metavar="DATE", help="only videos captured on or after DATE (YYYY-MM-DD)")
+    pa.add_argument("--until", metavar="DATE", help="only videos captured on or before DATE (YYYY-MM-DD)")
+    pa.add_argument("--force", action="store_true", help="also queue TikTok exports and near-duplicates")
+    pa.add_argument("--dry-run", action="store_true", help="show what would be queued and when; change nothing")
+    pr = pu_sub.add_parser("retry", help="queue failed pushes again",
+                           description="Puts failed pushes back in the queue (checking first whether an earlier "
+                           "attempt reached the inbox after all) and clears their problems. Also resumes pushing "
+                           "after it stopped for a post Post for Me did not confirm as a draft.")  # fmt: skip
+    pr.add_argument("targets", nargs="*", metavar="PATH|HASH", help="failed videos to queue again")
+    pr.add_argument("--all", action="store_true", help="every failed push")
+    qu = sub.add_parser("queue", help="list queued and pushed videos, their state, and when each one's turn comes")
     qu.add_argument("--json", action="store_true")
     return p
 

@@ -46,6 +46,7 @@ from draftsync.integrity import scrub
 from draftsync.lock import StateLock
 from draftsync.marker import ArchiveGuard
 from draftsync.problems import Problems
+from draftsync.push.queue import note_enabled
 from draftsync.runtime import Runtime, Service
 from draftsync.sdnotify import Notifier
 from draftsync.settle import IgnoreRules, Settler, Version, unchanged
@@ -281,6 +282,7 @@ class Daemon:
     def _run(self) -> int:
         s = self.settings
         self.catalog = Catalog(s.catalog_path)
+        note_enabled(s, self.catalog)
         self.archive = Archive(s.archive.root, s.archive.layout)
         self.problems = Problems(self.catalog)
         for why in config_mod.LOCAL_TZ_PROBLEM:
@@ -583,16 +585,10 @@ class Daemon:
         scrub(self.archive, self.catalog, self.settings.archive.scrub_fraction)
 
     def _add_push_job(self) -> None:
-        s = self.settings
-        if not s.push.enabled:
-            return
-        from draftsync.push.queue import Pusher
+        if self.settings.push.enabled:
+            from draftsync.push.pusher import PushService
 
-        pusher = Pusher(s, self.catalog, should_stop=self.stop.is_set, neardups=self.neardups)
-        self.pusher = pusher
-        self.rt.add_job("push", pusher.window, cron(s.push.schedule, s.push.tz()), misfire_grace_time=None)
-        # A window missed while we were down runs once now (coalesced), and interrupted uploads resume.
-        self.rt.add_job("push-startup", pusher.startup, None, next_run_time=_now_dt())
+            self.services.append(PushService(neardups=self.neardups))
 
     def _archived(self, out: Outcome) -> None:
         """Tell the hosted services about a newly archived video."""
@@ -734,6 +730,7 @@ def scan_once(settings: Settings, progress: Any = None, compare: bool = True) ->
     lock.acquire("scan")
     try:
         catalog = Catalog(settings.catalog_path)
+        note_enabled(settings, catalog)
         guard = ArchiveGuard(settings.archive.root, catalog, lock_owner=str(settings.state.dir))
         try:
             return _scan(settings, catalog, guard, progress, compare)

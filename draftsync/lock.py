@@ -41,7 +41,7 @@ class StateLock:
 
     def acquire(self, what: str, wait: float = 0.0) -> None:
         """Take the lock, waiting up to `wait` seconds for its holder to finish."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the state dir is private from creation
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         deadline = time.monotonic() + wait
         while True:

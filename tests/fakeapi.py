@@ -5,6 +5,14 @@ It enforces what the spec says the real services enforce (chunk arithmetic, Cont
 pending-share cap, per-minute limits, token rotation) and records every request, so tests can assert
 both on draftsync's behaviour and on what the "service" saw. Faults can be injected per request.
 Bodies are streamed into BLAKE3, never held whole, so multi-GiB uploads stay flat here too.
+
+Time is `FakeState.clock` (real time unless a test hands it a `FakeClock`), so a test can move the
+service's clock and draftsync's together, jump one of them, and never sleep.
+
+Post for Me is faked as the spec describes it for what draftsync relies on: `external_id` is a filter,
+not an idempotency key (two creates make two posts); a draft needs `is_draft` under the account's own
+platform key (`tiktok_business` for a business account) or in its account configuration, else the post
+is published; the created post echoes its configurations.
 """
 
 from __future__ import annotations
@@ -23,7 +31,45 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import blake3
 
+from draftsync.push.machine import Instant
+
 MIN_CHUNK, MAX_CHUNK, MAX_FINAL_CHUNK, MAX_CHUNKS, MAX_VIDEO = 5_242_880, 64_000_000, 128_000_000, 1000, 4_000_000_000
+
+
+class FakeClock:
+    """A clock for tests: the wall and boot clocks move only when slept on or told to."""
+
+    def __init__(self, wall: float | None = None, boot: str = "boot-1", mono: float = 1000.0) -> None:
+        self._wall = time.time() if wall is None else wall
+        self.boot = boot
+        self.mono = mono
+        self.lock = threading.Lock()
+
+    def now(self) -> Instant:
+        with self.lock:
+            return Instant(self._wall, self.boot, self.mono)
+
+    def wall(self) -> float:
+        with self.lock:
+            return self._wall
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(max(0.0, seconds))
+
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self._wall += seconds
+            self.mono += seconds
+
+    def jump_wall(self, seconds: float) -> None:
+        """The wall clock alone jumps (NTP, `date -s`); the boot clock does not."""
+        with self.lock:
+            self._wall += seconds
+
+    def reboot(self, boot: str, downtime: float = 60.0, mono: float = 20.0) -> None:
+        with self.lock:
+            self._wall += downtime
+            self.boot, self.mono = boot, mono
 
 
 @dataclass
@@ -38,7 +84,7 @@ class UploadTask:
     hasher: Any = field(default_factory=blake3.blake3)
     status: str = "PROCESSING_UPLOAD"
     fail_reason: str = ""
-    issued: float = field(default_factory=time.time)
+    issued: float = 0.0
     polls_after_complete: int = 0
     digest: str = ""
 
@@ -56,10 +102,12 @@ class Fault:
     delay: float = 0.0
     seen: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    act: bool = False  # the service does what was asked, then the answer is lost (drop) or replaced (status)
 
 
 class FakeState:
     def __init__(self) -> None:
+        self.clock: Callable[[], float] = time.time
         self.lock = threading.RLock()
         self.requests: list[tuple[str, str]] = []
         self.clients = {"ck_test": "cs_test_secret_value"}
@@ -74,6 +122,7 @@ class FakeState:
         self.inits: list[tuple[float, str, bool]] = []  # (time, user, ok)
         self.status_calls: list[tuple[float, str]] = []
         self.pending_cap = 5
+        self.init_per_minute = 6
         self.processing_polls = 1  # PROCESSING_UPLOAD answers after the last chunk before SEND_TO_USER_INBOX
         self.fail_reason_on_complete = ""
         self.faults: list[Fault] = []
@@ -82,8 +131,11 @@ class FakeState:
         self.refused_invalid_grant = 0
         # Post for Me
         self.pfm_keys = {"pfm_test_key"}
-        self.pfm_accounts = {"spc_tiktok1": {"id": "spc_tiktok1", "platform": "tiktok", "username": "creator",
-                                             "status": "connected"}}  # fmt: skip
+        self.pfm_accounts = {
+            "spc_tiktok1": {"id": "spc_tiktok1", "platform": "tiktok", "username": "creator", "status": "connected"},
+            "spc_biz1": {"id": "spc_biz1", "platform": "tiktok_business", "username": "brand", "status": "connected"},
+        }
+        self.pfm_echo_configs = True  # False: the created post's answer leaves its configurations out
         self.pfm_media: dict[str, dict[str, Any]] = {}
         self.pfm_posts: dict[str, dict[str, Any]] = {}
         self.pfm_post_bodies: list[dict[str, Any]] = []
@@ -92,10 +144,10 @@ class FakeState:
     def completed_drafts(self) -> list[UploadTask]:
         return [t for t in self.tasks.values() if t.status == "SEND_TO_USER_INBOX"]
 
-    def fault_for(self, path: str) -> Fault | None:
+    def fault_for(self, path: str, act: bool = False) -> Fault | None:
         with self.lock:
             for f in self.faults:
-                if f.path in path:
+                if f.path in path and f.act == act:
                     f.seen += 1
                     if f.seen == f.nth:
                         return f
@@ -126,8 +178,9 @@ class FakeServer:
         s = self.state
         with s.lock:
             at, rt = "act." + secrets.token_hex(8), "rft." + secrets.token_hex(8)
-            s.access[at] = {"user": user, "expires": time.time() + (expires_in or s.expires_in), "scope": s.scope}
+            s.access[at] = {"user": user, "expires": s.clock() + (expires_in or s.expires_in), "scope": s.scope}
             s.refresh[rt] = {"user": user, "scope": s.scope, "valid": True}
+            # The token file is read by draftsync's own (real) clock.
             return {"access_token": at, "refresh_token": rt, "expires_at": time.time() + (expires_in or s.expires_in),
                     "refresh_expires_at": time.time() + s.refresh_expires_in, "open_id": user, "scope": s.scope}  # fmt: skip
 
@@ -145,7 +198,16 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
+    _after: Fault | None = None  # an `act` fault: the request is carried out, then its answer is lost
+
     def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        f, self._after = self._after, None
+        if f is not None:
+            if f.drop:
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            status, body, headers = f.status or 500, f.body, f.headers
         raw = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         for k, v in (headers or {}).items():
@@ -183,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         tok = auth.removeprefix("Bearer ").strip()
         with self.st.lock:
             a = self.st.access.get(tok)
-        if not a or a["expires"] < time.time():
+        if not a or a["expires"] < self.st.clock():
             self._envelope(
                 401, "access_token_invalid", message="The access token is invalid or not found in the request."
             )
@@ -213,6 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._fault():
             self._read_body()
             return
+        self._after = self.st.fault_for(self.path, act=True)
         u = urlparse(self.path)
         if u.path == "/v2/oauth/token/":
             return self._token(self._read_body())
@@ -282,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 return self._oauth_error("unsupported_grant_type")
             at, rt = "act." + secrets.token_hex(8), "rft." + secrets.token_hex(8)
-            s.access[at] = {"user": user, "expires": time.time() + s.expires_in, "scope": scope}
+            s.access[at] = {"user": user, "expires": s.clock() + s.expires_in, "scope": scope}
             s.refresh[rt] = {"user": user, "scope": scope, "valid": True}
         self._send(200, {"access_token": at, "expires_in": s.expires_in, "refresh_token": rt,
                          "refresh_expires_in": s.refresh_expires_in, "open_id": user, "scope": scope,
@@ -318,12 +381,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         user, body = got
         s = self.st
-        now = time.time()
+        now = s.clock()
         with s.lock:
             recent = [t for t, u, _ in s.inits if u == user and t > now - 60]
             s.inits.append((now, user, False))
             idx = len(s.inits) - 1
-            if len(recent) >= 6:
+            if len(recent) >= s.init_per_minute:
                 return self._envelope(429, "rate_limit_exceeded")
             pending = [t for t, u, ok in s.inits if u == user and ok and t > now - 86400]
             if len(pending) >= s.pending_cap:
@@ -337,7 +400,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._envelope(400, "invalid_params", message=problem)
         pid = "v_inbox_file~v2." + secrets.token_hex(6)
         uid = secrets.token_hex(6)
-        task = UploadTask(pid, uid, size, cs, n, user)
+        task = UploadTask(pid, uid, size, cs, n, user, issued=now)
         with s.lock:
             s.tasks[pid] = task
             s.by_upload[uid] = task
@@ -349,7 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
         s = self.st
         task = s.by_upload.get(q.get("upload_id", [""])[0])
         length = int(self.headers.get("Content-Length") or 0)
-        if task is None or time.time() - task.issued > 3600:
+        if task is None or s.clock() - task.issued > 3600:
             self._drain(length)
             return self._send(404 if task is None else 403, None)
         f = s.fault_for("/upload/")
@@ -429,7 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         user, body = got
         s = self.st
-        now = time.time()
+        now = s.clock()
         with s.lock:
             recent = [t for t, u in s.status_calls if u == user and t > now - 60]
             s.status_calls.append((now, user))
@@ -497,12 +560,20 @@ class _Handler(BaseHTTPRequestHandler):
             if errors:
                 return self._send(400, {"statusCode": 400, "message": "Invalid Request", "errors": errors})
             pid = "sp_" + secrets.token_hex(6)
-            tiktok_conf = (body.get("platform_configurations") or {}).get("tiktok") or {}
-            # Post for Me tests truthiness: a draft only when is_draft is truthy; root isDraft keeps it in PfM.
-            kind = "stored" if body.get("isDraft") else "inbox_draft" if tiktok_conf.get("is_draft") else "published"
+            account = s.pfm_accounts[body["social_accounts"][0]]
+            # Settings are read under the account's own platform key, the account's configuration winning
+            # (B.3, B.5); Post for Me tests truthiness; a root isDraft keeps the post inside Post for Me.
+            conf = dict((body.get("platform_configurations") or {}).get(account["platform"]) or {})
+            for ac in body.get("account_configurations") or []:
+                if ac.get("social_account_id") == account["id"]:
+                    conf.update(ac.get("configuration") or {})
+            kind = "stored" if body.get("isDraft") else "inbox_draft" if conf.get("is_draft") else "published"
             post = {"id": pid, "external_id": body.get("external_id"), "caption": body["caption"],
                     "status": "draft" if kind == "stored" else "processing", "kind": kind, "polls": 0,
                     "social_accounts": body["social_accounts"]}  # fmt: skip
+            if s.pfm_echo_configs:
+                post["platform_configurations"] = body.get("platform_configurations") or {}
+                post["account_configurations"] = body.get("account_configurations") or []
             s.pfm_posts[pid] = post
             return self._send(201, post)
         if method == "GET" and path == "/v1/social-posts":

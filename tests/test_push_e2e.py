@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -30,6 +31,7 @@ def fake() -> Iterator[FakeServer]:
 
 
 def configure(env: Env, fake: FakeServer, **push: object) -> None:
+    fake.state.processing_polls = 0  # in the inbox at the first status call: the CLI's window runs in real time
     env.write_config(
         push={"enabled": True, "backend": "tiktok", "only_new": False, "schedule": "0 9 * * *", **push},
         tiktok=tiktok_config(fake.base, str(env.state / "tiktok-token.json"), chunk_size=5_242_880),
@@ -78,12 +80,12 @@ def test_kill_9_during_an_upload_then_restart_makes_exactly_one_draft(env: Env, 
 
 
 def test_push_now_queue_and_status_from_the_cli(env: Env, fake: FakeServer) -> None:
-    configure(env, fake)
+    configure(env, fake, only_new=True)  # the default: scan, with pushing on, anchors "new" before it archives
     s, _ = load(str(env.config))
     give_token(s, fake)
     archive_one(env, pad=0)
     dry = env.cli("push", "--dry-run")
-    assert dry.returncode == 0 and "would push" in dry.stdout and fake.state.inits == []
+    assert dry.returncode == 0 and "would send 1 now, 0 later" in dry.stdout and fake.state.inits == []
     r = env.cli("push", "--now")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "in_inbox" in r.stdout and "1 sent" in r.stdout
@@ -91,9 +93,37 @@ def test_push_now_queue_and_status_from_the_cli(env: Env, fake: FakeServer) -> N
     assert [i["state"] for i in q["items"]] == ["in_inbox"] and q["budget"]["left_24h"] == 4
     st = env.status()
     assert st["push"]["budget"]["drafts_last_24h"] == 1
-    human = env.cli("queue").stdout
-    assert "4 of 5 drafts left in 24 h" in human
+    status = env.cli("status").stdout
+    assert "4 of 5 drafts left in 24 h" in status and "()" not in status and "last window" in status
     assert env.cli("push").returncode == 2  # no --now: explains the schedule
+    path = q["items"][0]["archive_path"]
+    again = env.cli("push", "add", path)
+    assert again.returncode == 0 and "already in_inbox" in again.stdout
+    assert "0 queued again" in env.cli("push", "retry", "--all").stdout
+
+
+def test_push_add_from_the_cli_queues_an_old_video_and_says_when(env: Env, fake: FakeServer) -> None:
+    env.write_config()  # pushing off while the camera roll is archived
+    v = archive_one(env, pad=0)
+    s0, _ = load(str(env.config))
+    assert stat.S_IMODE(s0.state.dir.stat().st_mode) == 0o700  # made by draftsync: private from the start
+    assert stat.S_IMODE(s0.catalog_path.stat().st_mode) == 0o600
+    configure(env, fake, only_new=True)
+    s, _ = load(str(env.config))
+    give_token(s, fake)
+    idle = env.cli("push", "--dry-run").stdout
+    assert "would send 0 now" in idle and "pushing takes effect" in idle and "push add" in idle
+    hash8 = b3(v).removeprefix("blake3:")[:8]
+    dry = env.cli("push", "add", hash8, "--dry-run")
+    assert dry.returncode == 0 and "would queue 1" in dry.stdout and "in the inbox by" in dry.stdout
+    assert env.cli("push", "add", "no/such/video.mp4").returncode == 1
+    added = env.cli("push", "add", "--all", "--since", "2026-05-01", "--until", "2026-05-01")
+    assert added.returncode == 0 and "queued 1 video(s)" in added.stdout, added.stdout + added.stderr
+    (item,) = json.loads(env.cli("queue", "--json").stdout)["items"]
+    assert item["state"] == "queued" and item["turn_at"]
+    assert env.cli("push", "add", "--since", "May 1").returncode == 2
+    r = env.cli("push", "--now")
+    assert "1 sent" in r.stdout, r.stdout + r.stderr
 
 
 def test_push_refuses_when_disabled(env: Env) -> None:

@@ -120,28 +120,50 @@ def _token_from_response(body: dict[str, Any], now: float) -> Token:
     )
 
 
+class TokenBusy(PushError):
+    """The token endpoint did not give a usable answer this time (429, 5xx, network): try again later."""
+
+    def __init__(self, message: str, *, code: str = "", log_id: str = "", retry_after: float = 300.0) -> None:
+        super().__init__(message, code=code, log_id=log_id, retryable=True, defer=True)
+        self.retry_after = retry_after
+
+
 def _oauth_post(client: httpx.Client, base: str, data: dict[str, str]) -> dict[str, Any]:
     """POST the token endpoint (form-encoded). Success only if 200, no `error` key, and a token (A.1.4)."""
     try:
         r = client.post(f"{base.rstrip('/')}/v2/oauth/token/", data=data, timeout=30)
     except httpx.HTTPError as e:
-        raise PushError(f"cannot reach TikTok's token endpoint: {type(e).__name__}", retryable=True) from None
+        raise TokenBusy(f"cannot reach TikTok's token endpoint ({type(e).__name__})", code="unreachable") from None
     try:
         body = r.json()
     except ValueError:
         body = {}
+    body = body if isinstance(body, dict) else {}
     if r.status_code == 200 and "error" not in body and body.get("access_token"):
         return dict(body)
     err = str(body.get("error") or f"http_{r.status_code}")
     desc = str(body.get("error_description") or "")
     log_id = str(body.get("log_id") or "")
-    if err in ("invalid_grant", "invalid_client", "access_denied", "invalid_scope", "unauthorized_client"):
+    detail = f"{err}: {desc}" if desc else err
+    if err == "invalid_client":
         raise AuthError(
-            f"TikTok rejected the authorization ({err}: {desc}); run `draftsync auth tiktok` again", code=err,
+            f"TikTok refused draftsync's client key or secret ({detail}): check tiktok.client_key and "
+            "tiktok.client_secret against the developer portal (authorising again does not help)", code=err,
             log_id=log_id,
         )  # fmt: skip
-    retry = err in ("server_error", "temporarily_unavailable") or r.status_code >= 500
-    raise PushError(f"token request failed ({err}: {desc})", code=err, log_id=log_id, retryable=retry)
+    if err in ("invalid_grant", "access_denied", "invalid_scope", "unauthorized_client"):
+        raise AuthError(
+            f"TikTok rejected the authorization ({detail}); run `draftsync auth tiktok` again", code=err, log_id=log_id
+        )
+    if r.status_code == 429 or r.status_code >= 500 or err in ("server_error", "temporarily_unavailable"):
+        # Limits on the token endpoint are unconfirmed (A.6): wait, keep the queue, never fail a video for it.
+        try:
+            after = max(60.0, float(r.headers.get("Retry-After") or 300))
+        except ValueError:
+            after = 300.0
+        raise TokenBusy(f"TikTok's token endpoint is busy ({detail})", code=err, log_id=log_id, retry_after=after)
+    raise AuthError(f"TikTok refused the token request ({detail}); run `draftsync auth tiktok` again", code=err,
+                    log_id=log_id)  # fmt: skip
 
 
 class TokenStore:

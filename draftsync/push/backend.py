@@ -1,8 +1,9 @@
-"""The one small protocol every push back-end implements, and its three implementations.
+"""The one small protocol every push back-end implements, and what each service's answers mean.
 
-A back-end creates the remote job for a video and sends its bytes (`begin`), picks up a job a crash
-interrupted (`resume`), and reports on a job (`poll`). It calls `record` with the remote id the moment it
-exists and before any byte of the video is sent, so the catalog always knows what was started.
+A back-end talks HTTP and returns one outcome of `machine.Outcome` for every call; it never changes an
+item, counts a budget or sleeps for one. `create` makes the remote object (TikTok init, Post for Me
+create-post) exactly once per call and is never retried inside; `lookup` tells, after a lost answer,
+whether that object exists; `send` delivers bytes from where the service is; `poll` reports progress.
 """
 
 from __future__ import annotations
@@ -17,50 +18,42 @@ import httpx
 
 from draftsync import log
 from draftsync.config import Settings
-from draftsync.errors import AuthError, PushError
-from draftsync.push.auth import TokenStore
-from draftsync.push.postforme import PostForMe, draft_payload
-from draftsync.push.tiktok import TikTok, Upload, UploadDead, chunk_plan
+from draftsync.errors import AuthError, DraftsyncError, PushError
+from draftsync.push.auth import TokenBusy, TokenStore
+from draftsync.push.machine import (
+    Dead,
+    Deferred,
+    InInbox,
+    NeedsReauth,
+    Outcome,
+    Pending,
+    Rejected,
+    Sent,
+    Started,
+    Unknown,
+)
+from draftsync.push.postforme import DRAFT_PLATFORMS, Answer, PostForMe, confirms_draft
+from draftsync.push.tiktok import TikTok, Unreachable, Upload, UploadDead, chunk_plan
 
 _log = log.get("draftsync.push")
 
-# TikTok fail_reason values that mean the file itself will never pass (spec A.4).
-PERMANENT_REASONS = {
-    "file_format_check_failed", "duration_check_failed", "frame_rate_check_failed", "picture_size_check_failed",
-    "spam_risk_user_banned_from_posting", "spam_risk_text", "spam_risk", "publish_cancelled",
-}  # fmt: skip
+Progress = Callable[[int], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
-    """What a back-end needs to know about one push (a row of the catalog's pushes table, plus the file)."""
+    """What a back-end needs to know about one push."""
 
     hash: str
     path: Path
     size: int
     caption: str
+    ref: str = ""  # this attempt's own reference
     remote_id: str | None = None
     upload_url: str | None = None
-    upload_started: float | None = None
     chunk_size: int | None = None
     chunk_count: int | None = None
-    state: str = "queued"
-
-
-@dataclass
-class Poll:
-    state: str  # processing | done | failed | dead | uploading
-    reason: str = ""
-    code: str = ""
-    log_id: str = ""
-    retry_at: float | None = None
-    remote_detail: str = ""
-
-
-Record = Callable[
-    ..., None
-]  # record(remote_id=..., upload_url=..., upload_started=..., chunk_size=..., chunk_count=...)
-Counter = Callable[[str], Callable[[bool], None]]  # count("init") before the call; the result says if it succeeded
+    url_age: float = 0.0  # seconds since the upload URL was issued
 
 
 class Backend(Protocol):
@@ -68,99 +61,178 @@ class Backend(Protocol):
 
     def account(self) -> str: ...
 
-    def check(self) -> str: ...
+    def check(self) -> Outcome | None: ...
 
-    def begin(self, job: Job, record: Record, count: Counter, progress: Callable[[int], None] | None) -> None: ...
+    def create(self, job: Job, progress: Progress | None = None) -> Outcome: ...
 
-    def resume(self, job: Job, record: Record, count: Counter, progress: Callable[[int], None] | None) -> Poll: ...
+    def lookup(self, job: Job) -> Outcome: ...
 
-    def poll(self, job: Job, count: Counter) -> Poll: ...
+    def send(self, job: Job, uploaded: int, progress: Progress | None = None) -> Outcome: ...
+
+    def poll(self, job: Job) -> Outcome: ...
+
+
+# --- TikTok -------------------------------------------------------------------------------------------------
+
+# TikTok fail_reason values that mean the file itself will never pass (spec A.4).
+PERMANENT_REASONS = {
+    "file_format_check_failed", "duration_check_failed", "frame_rate_check_failed", "picture_size_check_failed",
+    "spam_risk_user_banned_from_posting", "spam_risk_text", "spam_risk", "publish_cancelled",
+}  # fmt: skip
+_REAUTH = "; run `draftsync auth tiktok` again"
+
+
+def _no_answer(e: DraftsyncError) -> Outcome:
+    """A call that got no usable answer: a token or configuration problem or a connection never made
+    changed nothing; a request that may have arrived is unknown."""
+    if not isinstance(e, PushError):  # e.g. a secret file that cannot be read: the owner must act
+        return NeedsReauth(str(e), "config")
+    if isinstance(e, AuthError):
+        return NeedsReauth(str(e), e.code)
+    if isinstance(e, TokenBusy):
+        return Deferred(str(e), e.retry_after, e.code, e.log_id, limit="service")
+    if isinstance(e, Unreachable) and not e.sent:
+        return Deferred(str(e), 60.0, e.code)
+    return Unknown(str(e), e.code)
+
+
+def tiktok_init_outcome(code: str, text: str, log_id: str, http: int) -> Outcome:
+    """What an init error means (spec A.2, A.5). Only a 5xx may hide a share TikTok made anyway."""
+    if code in ("rate_limit_exceeded",):
+        return Deferred(text, 60.0, code, log_id, limit="minute")  # wait out the sliding minute
+    if code == "spam_risk_too_many_pending_share":
+        return Deferred(text, 3600.0, code, log_id, limit="pending")
+    if code in ("access_token_invalid", "scope_not_authorized", "scope_permission_missed"):
+        return NeedsReauth(text + _REAUTH, code)
+    if code == "spam_risk_user_banned_from_posting":
+        return NeedsReauth(text + "; TikTok does not let this account post, so pushing is paused", code)
+    if http >= 500 or code in ("internal_error", "missing_error"):
+        return Unknown(text, code)
+    return Rejected(text, code, log_id)  # invalid_params, invalid_file_upload, url_ownership_unverified, ...
+
+
+def tiktok_status_outcome(code: str, text: str, log_id: str, data: dict[str, object], publish_id: str) -> Outcome:
+    """What a status answer means (spec A.4)."""
+    if code != "ok":
+        if code in ("invalid_publish_id", "token_not_authorized_for_specified_publish_id"):
+            return Dead(text, code, log_id=log_id)
+        if code == "rate_limit_exceeded":
+            return Deferred(text, 60.0, code, log_id)
+        if code in ("access_token_invalid", "scope_not_authorized", "scope_permission_missed"):
+            return NeedsReauth(text + _REAUTH, code)
+        return Unknown(text, code)
+    status = str(data.get("status") or "")
+    if status in ("SEND_TO_USER_INBOX", "PUBLISH_COMPLETE"):
+        return InInbox(f"in the TikTok inbox (publish_id {publish_id})")
+    if status == "FAILED":
+        reason = str(data.get("fail_reason") or "unknown")
+        if reason in PERMANENT_REASONS or reason.endswith("_check_failed"):
+            return Rejected(f"TikTok rejected the video: {reason}", reason, log_id)
+        if reason == "auth_removed":
+            return Dead("the account removed draftsync's access" + _REAUTH, reason, log_id=log_id)
+        if reason == "spam_risk_too_many_posts":
+            return Dead("TikTok: too many posts by this account today", reason, 86400.0, log_id)
+        return Dead(f"TikTok failed the upload: {reason}", reason, 3600.0, log_id)
+    if status in ("PROCESSING_UPLOAD", "PROCESSING_DOWNLOAD"):
+        got = data.get("uploaded_bytes")
+        return Pending(int(got) if isinstance(got, int | float | str) and str(got).isdigit() else None)
+    return Unknown(f"TikTok answered an unknown status {status!r}", "status")
 
 
 class TikTokBackend:
     name = "tiktok"
 
-    def __init__(self, settings: Settings, client: httpx.Client | None = None, should_stop: Callable[[], bool] = lambda: False,
-                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+    def __init__(self, settings: Settings, client: httpx.Client | None = None,
+                 should_stop: Callable[[], bool] = lambda: False, sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
         self.tokens = TokenStore(settings, client)
         self.api = TikTok(settings, self.tokens, client, should_stop, sleep)
         self.settings = settings
 
     def account(self) -> str:
-        tok = self.tokens.load()
+        try:
+            tok = self.tokens.load()
+        except AuthError:
+            tok = None
         return f"tiktok:{tok.open_id}" if tok else "tiktok:?"
 
-    def check(self) -> str:
-        tok = self.tokens.access_token()
-        if "video.upload" not in tok.scope.split(","):
-            raise AuthError("the TikTok token lacks video.upload; run `draftsync auth tiktok` again")
-        return tok.open_id
-
-    def begin(self, job: Job, record: Record, count: Counter, progress: Callable[[int], None] | None) -> None:
-        done = count("init")
+    def check(self) -> Outcome | None:
         try:
-            up = self.api.init(job.size)
-        except PushError:
-            done(False)
-            raise
-        done(True)
-        # The publish id is durable before the first chunk leaves (never twice, spec C.3).
-        record(remote_id=up.publish_id, upload_url=up.upload_url, upload_started=up.issued_at, chunk_size=up.chunk_size,
-               chunk_count=up.count)  # fmt: skip
-        _log.info("tiktok upload started", hash=job.hash, publish_id=up.publish_id, size=job.size, chunks=up.count)
-        self.api.upload(job.path, up, job.size, progress=progress)
+            tok = self.tokens.access_token()
+        except DraftsyncError as e:
+            return _no_answer(e)
+        if "video.upload" not in tok.scope.split(","):
+            return NeedsReauth("the TikTok token lacks video.upload" + _REAUTH, "scope_not_authorized")
+        return None
 
-    def resume(self, job: Job, record: Record, count: Counter, progress: Callable[[int], None] | None) -> Poll:
-        if not job.remote_id:
-            # Interrupted during init: no byte was sent, so no draft can exist. Start again.
-            return Poll("dead", reason="interrupted before the upload began")
-        p = self.poll(job, count)
-        if p.state != "uploading":
-            return p
-        if not job.upload_url or not job.upload_started or time.time() - job.upload_started > 3600:
-            return Poll("dead", reason="upload interrupted and its URL has expired")
+    def create(self, job: Job, progress: Progress | None = None) -> Outcome:
+        try:
+            reply, cs, n = self.api.init_reply(job.size)
+        except ValueError as e:  # chunk_plan: size out of bounds
+            return Rejected(str(e), "size")
+        except DraftsyncError as e:
+            return _no_answer(e)
+        if not reply.ok:
+            return tiktok_init_outcome(reply.code, reply.text(), reply.log_id, reply.http)
+        pid, url = reply.data.get("publish_id"), reply.data.get("upload_url")
+        if not pid or not url:
+            return Unknown("TikTok's init answer lacks publish_id or upload_url", "init_answer")
+        _log.info("tiktok upload started", hash=job.hash, publish_id=pid, size=job.size, chunks=n)
+        return Started(str(pid), str(url), cs, n, reply.log_id)
+
+    def lookup(self, job: Job) -> Outcome:
+        if job.remote_id:
+            return self.poll(job)
+        # TikTok cannot be asked about an init whose answer was lost (there is no publish id), but without
+        # its upload URL no byte can reach it, so it can never become a draft. The slot it may hold stays
+        # counted in the ledger for 24 h.
+        return Dead("the answer to an init was lost; it cannot become a draft without its upload URL",
+                    "init_lost")  # fmt: skip
+
+    def send(self, job: Job, uploaded: int, progress: Progress | None = None) -> Outcome:
+        if job.size and uploaded >= job.size:
+            return Sent()  # every byte arrived before the interruption
+        if not job.remote_id or not job.upload_url:
+            return Dead("no upload URL is known for this upload", "no_url")
         cs, n = job.chunk_size, job.chunk_count
         if not cs or not n:
             cs, n = chunk_plan(job.size, self.settings.tiktok.chunk_size)
-        up = Upload(job.remote_id, job.upload_url, cs, n, job.upload_started)
-        uploaded = int(p.remote_detail or 0)
+        up = Upload(job.remote_id, job.upload_url, cs, n, time.monotonic() - job.url_age)
         start = (uploaded // cs) * cs  # resend from the chunk TikTok has not fully got
-        _log.info("tiktok upload resumed", hash=job.hash, publish_id=job.remote_id, from_byte=start)
+        if start:
+            _log.info("tiktok upload resumed", hash=job.hash, publish_id=job.remote_id, from_byte=start)
         try:
             self.api.upload(job.path, up, job.size, start_byte=start, progress=progress)
         except UploadDead as e:
-            return Poll("dead", reason=str(e))
-        return Poll("processing")
+            return Dead(str(e), e.code)
+        except PushError as e:
+            return Unknown(str(e), e.code) if e.retryable else Rejected(str(e), e.code)
+        except OSError as e:
+            return Rejected(f"cannot read the archived copy {job.path}: {e.strerror}", "unreadable")
+        return Sent()
 
-    def poll(self, job: Job, count: Counter) -> Poll:
+    def poll(self, job: Job) -> Outcome:
         assert job.remote_id
-        done = count("status")
         try:
-            data = self.api.status(job.remote_id)
-        except UploadDead as e:
-            done(False)
-            return Poll("dead", reason=str(e))
-        except PushError:
-            done(False)
-            raise
-        done(True)
-        status = str(data.get("status") or "")
-        if status in ("SEND_TO_USER_INBOX", "PUBLISH_COMPLETE"):
-            return Poll("done", reason=f"in the TikTok inbox (publish_id {job.remote_id})")
-        if status == "FAILED":
-            reason = str(data.get("fail_reason") or "unknown")
-            if reason in PERMANENT_REASONS or reason.endswith("_check_failed"):
-                return Poll("failed", reason=f"TikTok rejected the video: {reason}", code=reason)
-            if reason == "auth_removed":
-                raise AuthError("the TikTok account removed draftsync's access; run `draftsync auth tiktok` again",
-                                code=reason)  # fmt: skip
-            if reason == "spam_risk_too_many_posts":
-                return Poll("dead", reason=reason, code=reason, retry_at=time.time() + 86400)
-            return Poll("dead", reason=f"TikTok failed the upload: {reason}", code=reason, retry_at=time.time() + 3600)
-        uploaded = data.get("uploaded_bytes")
-        if job.state == "uploading" and (uploaded is None or int(uploaded) < job.size):
-            return Poll("uploading", remote_detail=str(int(uploaded or 0)))
-        return Poll("processing")
+            r = self.api.status(job.remote_id)
+        except DraftsyncError as e:
+            return _no_answer(e)
+        return tiktok_status_outcome(r.code, r.text(), r.log_id, r.data, job.remote_id)
+
+
+# --- Post for Me --------------------------------------------------------------------------------------------
+
+
+def _pfm_refusal(a: Answer, created_on_5xx: bool) -> Outcome:
+    """What a non-2xx Post for Me answer means (B.1, B.8)."""
+    if a.status == 401:
+        return NeedsReauth(a.text() + "; check postforme.api_key", "unauthorized")
+    if a.status == 429:
+        return Deferred(a.text(), a.retry_after(), "rate_limited", limit="service")
+    if a.status >= 500:
+        return (
+            Unknown(a.text(), f"http_{a.status}") if created_on_5xx else Deferred(a.text(), 300.0, f"http_{a.status}")
+        )
+    return Rejected(a.text(), f"http_{a.status}")
 
 
 class PostForMeBackend:
@@ -170,86 +242,137 @@ class PostForMeBackend:
                  sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
         self.api = PostForMe(settings, client, sleep)
         self.settings = settings
+        self.platform = ""
 
     def account(self) -> str:
         return f"postforme:{self.settings.postforme.social_account_id}"
 
-    def check(self) -> str:
-        return str(self.api.check_account().get("username") or self.settings.postforme.social_account_id)
-
-    def begin(self, job: Job, record: Record, count: Counter, progress: Callable[[int], None] | None) -> None:
-        existing = self.api.find_existing(job.hash)
-        if existing:
-            record(remote_id=existing)
-            return
-        media_url = self.api.upload(job.path, job.size, progress)
-        done = count("init")
+    def check(self) -> Outcome | None:
+        if not self.settings.postforme.social_account_id:
+            return NeedsReauth("postforme.social_account_id is not set", "config")
         try:
-            post_id = self.api.create_post(job.caption, media_url, job.hash)
-        except PushError:
-            done(False)
-            raise
-        done(True)
-        record(remote_id=post_id)
-        _log.info("post for me draft created", hash=job.hash, post_id=post_id)
+            a = self.api.social_account()
+        except DraftsyncError as e:
+            return _no_answer(e)
+        if a.status == 404:
+            return NeedsReauth(f"Post for Me has no account {self.api.account}; check postforme.social_account_id")
+        if not a.ok:
+            return _pfm_refusal(a, False)
+        acc = a.body if isinstance(a.body, dict) else {}
+        if acc.get("status") != "connected":
+            return NeedsReauth(f"the Post for Me account {self.api.account} is {acc.get('status')}; reconnect it "
+                               "in Post for Me", "disconnected")  # fmt: skip
+        platform = str(acc.get("platform") or "")
+        if platform not in DRAFT_PLATFORMS:
+            return NeedsReauth(f"the Post for Me account {self.api.account} is a {platform or 'unknown'} account; "
+                               "draftsync cannot confirm that Post for Me makes drafts (not posts) there, so it "
+                               "does not push to it", "platform")  # fmt: skip
+        self.platform = platform
+        return None
 
-    def resume(self, job: Job, record: Record, count: Counter, progress: Callable[[int], None] | None) -> Poll:
-        if not job.remote_id:
-            existing = self.api.find_existing(job.hash)
-            if not existing:
-                return Poll("dead", reason="interrupted before the post was created")
-            record(remote_id=existing)
-            job.remote_id = existing
-        return self.poll(job, count)
+    def _draft_or_halt(self, post: dict[str, object]) -> Outcome:
+        pid = str(post.get("id") or "")
+        if not pid:
+            return Unknown("Post for Me's answer lacks the post id", "post_answer")
+        if not confirms_draft(post, self.api.account, self.platform or "tiktok"):
+            return Rejected(f"Post for Me made post {pid} without confirming it is a TikTok draft (it may be "
+                            "published); check it in Post for Me", "not_a_draft", halt=True)  # fmt: skip
+        return Started(pid)
 
-    def poll(self, job: Job, count: Counter) -> Poll:
+    def create(self, job: Job, progress: Progress | None = None) -> Outcome:
+        if not self.platform and (o := self.check()) is not None:
+            return o
+        try:
+            media = self.api.upload(job.path, job.size, progress)
+        except DraftsyncError as e:  # the media upload creates nothing that could be published
+            return Deferred(str(e), 60.0, "unreachable") if isinstance(e, Unreachable) else _no_answer(e)
+        except OSError as e:
+            return Rejected(f"cannot read the archived copy {job.path}: {e.strerror}", "unreadable")
+        if isinstance(media, Answer):
+            return _pfm_refusal(media, False)
+        try:
+            a = self.api.create_post(job.caption, media, job.ref)
+        except DraftsyncError as e:
+            return _no_answer(e)
+        if not a.ok:
+            return _pfm_refusal(a, True)
+        out = self._draft_or_halt(a.body if isinstance(a.body, dict) else {})
+        if isinstance(out, Started):
+            _log.info("post for me draft created", hash=job.hash, post_id=out.remote_id, external_id=job.ref)
+        return out
+
+    def lookup(self, job: Job) -> Outcome:
+        if job.remote_id:
+            return self.poll(job)
+        try:
+            a = self.api.posts_by_external_id(job.ref)
+        except DraftsyncError as e:
+            return _no_answer(e)
+        if not a.ok:
+            return NeedsReauth(a.text(), "unauthorized") if a.status == 401 else Unknown(a.text(), f"http_{a.status}")
+        data = a.body.get("data") if isinstance(a.body, dict) else None
+        posts = [p for p in data or [] if isinstance(p, dict) and p.get("external_id") == job.ref]
+        if not posts:
+            return Dead("the answer to creating the post was lost, and Post for Me holds no post for it",
+                        "post_absent", absent=True)  # fmt: skip
+        if len(posts) > 1:
+            _log.error("Post for Me holds several posts for one attempt", hash=job.hash, external_id=job.ref,
+                       posts=[p.get("id") for p in posts])  # fmt: skip
+        return self._draft_or_halt(posts[0])
+
+    def send(self, job: Job, uploaded: int, progress: Progress | None = None) -> Outcome:
+        return Sent()  # the media went up before the post was created
+
+    def poll(self, job: Job) -> Outcome:
         assert job.remote_id
-        done = count("status")
-        state, detail = self.api.poll(job.remote_id)
-        done(True)
-        if state == "processing":
-            return Poll("processing")
-        if state == "done":
-            pd = detail.get("platform_data") or {}
-            return Poll("done", reason=f"in the TikTok inbox via Post for Me (publish_id {pd.get('id', '?')})")
-        text = f"{detail.get('error') or 'failed'} {detail.get('details') or ''}".strip()
-        if "spam_risk_too_many_pending_share" in text or "rate_limit" in text:
-            return Poll("dead", reason=f"Post for Me: {text}", code="tiktok_limit", retry_at=time.time() + 3600)
-        return Poll("failed", reason=f"Post for Me: {text}", code="result_failed")
+        try:
+            a = self.api.post(job.remote_id)
+            if a.ok and isinstance(a.body, dict) and a.body.get("status") == "processed":
+                a = self.api.results(job.remote_id)
+                return self._result(a, job)
+        except DraftsyncError as e:
+            return _no_answer(e)
+        if a.status == 404:
+            return Dead(f"Post for Me no longer knows post {job.remote_id}", "post_absent")
+        if not a.ok:
+            return _pfm_refusal(a, False) if a.status in (401, 429) else Unknown(a.text(), f"http_{a.status}")
+        return Pending()
+
+    def _result(self, a: Answer, job: Job) -> Outcome:
+        if not a.ok:
+            return _pfm_refusal(a, False) if a.status in (401, 429) else Unknown(a.text(), f"http_{a.status}")
+        data = a.body.get("data") if isinstance(a.body, dict) else None
+        mine = [x for x in data or [] if isinstance(x, dict) and x.get("social_account_id") in (self.api.account, None)]
+        if not mine:
+            return Pending()
+        res = mine[0]
+        details = _dict(res.get("details"))
+        if res.get("success") is True:
+            said = str(details.get("status") or "")
+            if "draft" not in said.lower():
+                return Rejected(f"Post for Me reports post {job.remote_id} as {said or 'done'!r}, not as a draft: "
+                                "check the TikTok profile", "not_a_draft", halt=True)  # fmt: skip
+            pd = _dict(res.get("platform_data"))
+            return InInbox(f"in the TikTok inbox via Post for Me (publish_id {pd.get('id', '?')})")
+        text = f"Post for Me: {res.get('error') or 'failed'} {details or ''}".strip()
+        if "spam_risk_too_many_pending_share" in text:
+            return Dead(text, "spam_risk_too_many_pending_share", 3600.0)
+        if "rate_limit" in text:
+            return Dead(text, "rate_limit_exceeded", 60.0)
+        return Rejected(text, "result_failed")
 
 
-class DryRunBackend:
-    """Logs and records what would be sent; sends nothing."""
-
-    name = "dry-run"
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def account(self) -> str:
-        return "dry-run"
-
-    def check(self) -> str:
-        return "dry-run"
-
-    def begin(self, job: Job, record: Record, count: Counter, progress: Callable[[int], None] | None) -> None:
-        payload: dict[str, Any] = {"tiktok_init": {"source_info": {"source": "FILE_UPLOAD", "video_size": job.size}},
-                                   "postforme_post": draft_payload(job.caption, "spc_…", "<media url>", job.hash)}  # fmt: skip
-        _log.info("dry run: would push", hash=job.hash, path=str(job.path), payload=payload)
-        record(remote_id=f"dry-run:{job.hash[7:15]}")
-
-    def resume(self, job: Job, record: Record, count: Counter, progress: Callable[[int], None] | None) -> Poll:
-        return Poll("done", reason="dry run: nothing was sent")
-
-    def poll(self, job: Job, count: Counter) -> Poll:
-        return Poll("done", reason="dry run: nothing was sent")
+def _dict(x: object) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
 
 
 def make_backend(settings: Settings, should_stop: Callable[[], bool] = lambda: False,
-                 client: httpx.Client | None = None) -> Backend:  # fmt: skip
+                 client: httpx.Client | None = None, sleep: Callable[[float], None] = time.sleep) -> Backend | None:  # fmt: skip
+    """The configured back-end; None for `dry-run`, whose windows only plan. `sleep` paces its short
+    retries of one call (a chunk, a read)."""
     name = settings.push.backend
     if name == "tiktok":
-        return TikTokBackend(settings, client, should_stop)
+        return TikTokBackend(settings, client, should_stop, sleep)
     if name == "postforme":
-        return PostForMeBackend(settings, client)
-    return DryRunBackend(settings)
+        return PostForMeBackend(settings, client, sleep)
+    return None

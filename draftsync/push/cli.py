@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import threading
-from datetime import datetime
+from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import urlparse
@@ -20,9 +20,22 @@ from draftsync.push.auth import TokenStore, authorize_request, parse_redirect
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "auth":
         return auth_tiktok(settings, args.listen, args.timeout)
-    if args.command == "push":
-        return push(settings, args.now, args.dry_run)
-    return queue(settings, args.json)
+    if args.command == "queue":
+        return queue(settings, args.json)
+    from draftsync.push.queue import note_enabled
+
+    sub = getattr(args, "push_command", None)
+    if not args.dry_run:  # a dry run changes nothing, not even when pushing took effect
+        catalog = Catalog(settings.catalog_path)
+        try:
+            note_enabled(settings, catalog)
+        finally:
+            catalog.close()
+    if sub == "add":
+        return push_add(settings, args)
+    if sub == "retry":
+        return push_retry(settings, args)
+    return push(settings, args.now, args.dry_run)
 
 
 # --- auth -------------------------------------------------------------------------------------------
@@ -103,18 +116,28 @@ def auth_tiktok(settings: Settings, listen: bool, timeout: float) -> int:
     return EXIT_OK
 
 
-# --- push and queue -----------------------------------------------------------------------------------
+# --- push, push add, push retry, queue ----------------------------------------------------------------------
 
 
-def _pusher(settings: Settings, catalog: Catalog) -> Any:
-    from draftsync.push.queue import Pusher
+def _when(t: float | None) -> str:
+    return datetime.fromtimestamp(t).astimezone().strftime("%a %Y-%m-%d %H:%M") if t is not None else ""
 
-    return Pusher(settings, catalog)
+
+def _turn(t: float | None) -> str:
+    """When a queued video arrives, for a person (a window may take a few minutes to deliver)."""
+    return f"in the inbox by {_when(t)}" if t is not None else "not within the next two months of windows"
+
+
+def _date(text: str | None, flag: str) -> str | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a date; use YYYY-MM-DD") from None
 
 
 def push(settings: Settings, now: bool, dry_run: bool) -> int:
-    from draftsync.push.queue import Budget, Limits, caption_for
-
     if not now and not dry_run:
         raise UsageError(f"pushes run on the schedule {settings.push.schedule!r}; use --now to run a window now, "
                          "or --dry-run to see what it would send")  # fmt: skip
@@ -122,56 +145,163 @@ def push(settings: Settings, now: bool, dry_run: bool) -> int:
         raise UsageError("pushing is off; set [push] enabled = true (and run `draftsync auth tiktok`) first")
     catalog = Catalog(settings.catalog_path)
     try:
-        pusher = _pusher(settings, catalog)
         if dry_run:
-            cands = pusher.select(persist=False)
-            queued = [catalog.video(r["hash"]) for r in catalog.push_rows(("queued",))]
-            budget = Budget(catalog, pusher.backend.account(), Limits(), settings.push.max_per_day,
-                            settings.push.tz()).summary()  # fmt: skip
-            print(f"dry run: nothing is sent. Budget: {budget['left_24h']} drafts left in 24 h, {budget['left_today']} today; "
-                  f"max_per_run {settings.push.max_per_run}.")  # fmt: skip
-            for v in [q for q in queued if q] + [v for v, p in cands if not p]:
-                print(f"  would push  {v.archive_path}  caption {caption_for(settings.push.caption, v, catalog)!r}")
-            for v, p in cands:
-                if p:
-                    print(f"  would skip  {v.archive_path}: {p}")
-            return EXIT_OK
+            return _dry_run(settings, catalog)
+        from draftsync.push.pusher import Pusher
 
         def progress(h: str, state: str, msg: str) -> None:
             if state == "bytes":
                 return
             v = catalog.video(h)
-            print(f"  {state:<10} {v.archive_path if v else h}  {msg}", flush=True)
+            print(f"  {state:<10} {v.archive_path if v else h}  {msg}".rstrip(), flush=True)
 
-        report = pusher.window(wait_seconds=600, poll_deadline=3600, progress=progress)
+        report = Pusher(settings, catalog).window(wait_seconds=600, poll_for=1200, progress=progress)
         if report.busy:
             raise UsageError("another push window is running; try again later")
         if report.paused:
             print(f"pushing is paused: {report.paused}", file=sys.stderr)
             return EXIT_PROBLEMS
-        print(f"{len(report.pushed)} sent, {len(report.failed)} failed, {len(report.deferred)} deferred, "
+        print(f"{len(report.pushed)} sent to the inbox, {len(report.failed)} failed, {len(report.deferred)} to retry, "
               f"{len(report.pending)} still processing")  # fmt: skip
+        for extra in (report.waiting, report.idle):
+            if extra:
+                print(extra)
         return EXIT_PROBLEMS if report.failed else EXIT_OK
     finally:
         catalog.close()
 
 
+def _dry_run(settings: Settings, catalog: Catalog) -> int:
+    from draftsync.push.queue import plan, push_status
+
+    st = push_status(settings, catalog)
+    b = st["budget"]
+    p = plan(settings, catalog)
+    print(f"dry run: nothing is sent or queued. Budget: {b['left_24h']} of 5 drafts left in 24 h, {b['left_today']} "
+          f"today; max_per_run {settings.push.max_per_run}.")  # fmt: skip
+    if not settings.push.enabled:
+        print("pushing is off: this is what a window would do once it is on.")
+    if p.active:
+        print(f"{p.active} upload(s) on their way are finished first.")
+    later = [t for _, t in p.later if t is not None]
+    print(f"would send {len(p.now)} now, {len(p.later)} later" + (f" (from {_when(min(later))})" if later else ""))
+    for v, caption in p.now:
+        print(f"  now    {v.archive_path}  caption {caption!r}")
+    for v, t in p.later:
+        print(f"  later  {v.archive_path}  {_turn(t)}")
+    for v, why in p.skipped:
+        print(f"  skip   {v.archive_path}: {why}")
+    if p.uncompared:
+        print("some videos are not compared for near-duplicates yet; the real window compares them first and may "
+              "skip more")  # fmt: skip
+    if p.idle:
+        print(p.idle)
+    return EXIT_OK
+
+
+def push_add(settings: Settings, args: argparse.Namespace) -> int:
+    from draftsync.push.queue import add, resolve
+
+    since, until = _date(args.since, "--since"), _date(args.until, "--until")
+    if not args.targets and not args.all:
+        raise UsageError("name the videos to queue (archive paths, source paths or hashes), or use --all "
+                         "(with --label/--since/--until to narrow it)")  # fmt: skip
+    catalog = Catalog(settings.catalog_path)
+    try:
+        videos: dict[str, Any] = {}
+        unknown = []
+        if args.all:
+            for v in catalog.videos_to_add(args.label, since, until):
+                videos[v.hash] = v
+        for t in args.targets:
+            found = [v for v in resolve(settings, catalog, t) if (args.label is None or v.label == args.label)
+                     and (since is None or v.capture_time[:10] >= since) and (until is None or v.capture_time[:10] <= until)]  # fmt: skip
+            if not found:
+                unknown.append(t)
+            for v in found:
+                videos[v.hash] = v
+        if videos and not args.dry_run and not args.force:
+            _compare_first(settings, catalog)
+        out = add(settings, catalog, list(videos.values()), force=args.force, dry_run=args.dry_run)
+        verb = "would queue" if args.dry_run else "queued"
+        print(f"{verb} {len(out.queued)} video(s)" + (" (dry run: nothing changed)" if args.dry_run else ""))
+        for v in out.queued:
+            print(f"  {v.archive_path}  {_turn(out.turns.get(v.hash))}")
+        for v, state in out.already:
+            print(f"  already {state}: {v.archive_path} (nothing to do)")
+        for v, why in out.refused:
+            dupe = "TikTok export" in why or "near-duplicate" in why
+            hint = " (--force queues it anyway)" if dupe and not args.force else ""
+            print(f"  not queued: {v.archive_path}: {why}{hint}")
+        for t in unknown:
+            print(f"  no archived video matches {t!r}", file=sys.stderr)
+        if not settings.push.enabled:
+            print("pushing is off: queued videos are sent once [push] enabled = true.")
+        return EXIT_PROBLEMS if unknown else EXIT_OK
+    finally:
+        catalog.close()
+
+
+def _compare_first(settings: Settings, catalog: Catalog) -> None:
+    """`push add` decides near-duplicates like a window does, so it compares what is not compared yet."""
+    if not catalog.any_unsigned():
+        return
+    from draftsync.archive import Archive
+    from draftsync.neardup import NearDups
+
+    NearDups(catalog, Archive(settings.archive.root, settings.archive.layout)).backfill(limit=10**9)
+
+
+def push_retry(settings: Settings, args: argparse.Namespace) -> int:
+    from draftsync.problems import Problems
+    from draftsync.push.queue import resolve, retry
+
+    if not args.targets and not args.all:
+        raise UsageError("name the failed videos to retry (paths or hashes), or use --all")
+    catalog = Catalog(settings.catalog_path)
+    try:
+        hashes: list[str] | None = None
+        unknown = []
+        if not args.all:
+            hashes = []
+            for t in args.targets:
+                found = resolve(settings, catalog, t)
+                unknown += [] if found else [t]
+                hashes += [v.hash for v in found]
+        out = retry(catalog, hashes, Problems(catalog))
+        for h in out.queued:
+            v = catalog.video(h)
+            print(f"  queued again: {v.archive_path if v else h}")
+        for h, state in out.not_failed:
+            v = catalog.video(h)
+            print(f"  not failed ({state}): {v.archive_path if v else h}")
+        for t in unknown:
+            print(f"  no archived video matches {t!r}", file=sys.stderr)
+        print(f"{len(out.queued)} queued again; the next window sends them (or `draftsync push --now`)")
+        if out.halt_cleared:
+            print(f"pushing resumes (it had stopped: {out.halt_cleared})")
+        return EXIT_PROBLEMS if unknown else EXIT_OK
+    finally:
+        catalog.close()
+
+
 def queue(settings: Settings, as_json: bool) -> int:
-    from draftsync.push.queue import push_status, queue_rows
+    from draftsync.push.queue import push_status, queue_view
 
     catalog = Catalog(settings.catalog_path)
     try:
-        if settings.push.enabled:
-            _pusher(settings, catalog).select()
-        rows = queue_rows(catalog)
+        entries = queue_view(settings, catalog)
         st = push_status(settings, catalog)
         if as_json:
-            print(json.dumps({"items": rows, "budget": st["budget"], "paused": st["paused"]}, indent=2, default=str))
+            print(json.dumps({"items": [e.to_dict() for e in entries], "budget": st["budget"], "paused": st["paused"],
+                              "summary": st["summary"]}, indent=2, default=str))  # fmt: skip
             return EXIT_OK
         print(f"push: {st['summary']}")
-        for r in rows:
-            extra = " ".join(x for x in (r["code"] or "", f"log_id {r['log_id']}" if r["log_id"] else "") if x)
-            print(f"  {r['state']:<10} {r['archive_path']}  {r['reason'] or ''} {extra}".rstrip())
+        for e in entries:
+            extra = " ".join(x for x in (e.code, f"log_id {e.log_id}" if e.log_id else "") if x)
+            turn = _turn(e.turn_at) if e.state == "queued" and settings.push.enabled else ""
+            text = "  ".join(x for x in (e.reason, turn, extra) if x)
+            print(f"  {e.state:<10} {e.archive_path or e.hash}  {text}".rstrip())
         return EXIT_OK
     finally:
         catalog.close()

@@ -1,9 +1,12 @@
-"""Post for Me: media upload URL, PUT of the file, then a social post that lands in the TikTok inbox.
+"""Post for Me: media upload URL, PUT of the file, a social post that lands in the TikTok inbox, and the
+look-ups that make the create safe to resume.
 
-Implements ../shared/spec/draft-apis.md part B. The draft flag is
-`platform_configurations.tiktok.is_draft = true` (a JSON boolean); the root-level `isDraft` would keep
-the post inside Post for Me, and unknown keys are silently dropped and the post published publicly, so
-the payload is built in one place and tested.
+Implements ../shared/spec/draft-apis.md part B. Post for Me reads `platform_configurations` keyed by the
+account's platform (`tiktok` or `tiktok_business`, B.5) and drops unknown keys silently, publishing the
+post publicly (B.3); so the draft flag is set under every TikTok platform key and for the account itself,
+the payload is built in one place, and the created post is checked before it is called a draft.
+`external_id` is a filter, not an idempotency key (B.3): each attempt has its own, and after a lost
+answer the posts are listed by it before anything is created again.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +22,70 @@ import httpx
 
 from draftsync import log
 from draftsync.config import Settings
-from draftsync.errors import AuthError, PushError
-from draftsync.push.tiktok import read_pieces
+from draftsync.errors import AuthError
+from draftsync.push.tiktok import read_pieces, transport_error
 
 _log = log.get("draftsync.push.postforme")
 
 CONTENT_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime"}
+# The account platforms whose draft mode Post for Me documents (B.3, B.5); anything else is refused.
+DRAFT_PLATFORMS = ("tiktok", "tiktok_business")
 
 
 def draft_payload(caption: str, account: str, media_url: str, external_id: str) -> dict[str, Any]:
-    """The create-post body that makes a TikTok inbox draft, and nothing else (B.3)."""
+    """The create-post body that makes a TikTok inbox draft, and nothing else (B.3, B.5). The flag is a
+    JSON boolean under each TikTok platform key and in the account's own configuration (most specific
+    wins); the root `isDraft` would keep the post inside Post for Me, so it is never sent."""
     return {
         "caption": caption,
         "social_accounts": [account],
         "media": [{"url": media_url}],
-        "platform_configurations": {"tiktok": {"is_draft": True}},
+        "platform_configurations": {p: {"is_draft": True} for p in DRAFT_PLATFORMS},
+        "account_configurations": [{"social_account_id": account, "configuration": {"is_draft": True}}],
         "external_id": external_id,
     }
 
 
+def confirms_draft(post: dict[str, Any], account: str, platform: str) -> bool:
+    """Does Post for Me's answer say this post is an inbox draft for `account`? The account's own
+    configuration wins over its platform's (B.3)."""
+    if post.get("isDraft"):
+        return False  # stored inside Post for Me only: it would never reach TikTok
+    for ac in post.get("account_configurations") or []:
+        if isinstance(ac, dict) and ac.get("social_account_id") == account:
+            conf = ac.get("configuration") or {}
+            if "is_draft" in conf:
+                return conf.get("is_draft") is True
+    conf = (post.get("platform_configurations") or {}).get(platform) or {}
+    return isinstance(conf, dict) and conf.get("is_draft") is True
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def text(self) -> str:
+        b = self.body if isinstance(self.body, dict) else {}
+        errors = b.get("errors")
+        return f"Post for Me answered {self.status}: {b.get('message') or 'no message'}" + (
+            f" {errors}" if errors else "")  # fmt: skip
+
+    def retry_after(self, default: float = 60.0) -> float:
+        try:
+            return max(1.0, float(self.headers.get("retry-after") or default))
+        except ValueError:
+            return default
+
+
 class PostForMe:
+    """The HTTP side. Reads are retried (they are idempotent); a create is sent exactly once."""
+
     def __init__(
         self,
         settings: Settings,
@@ -56,95 +104,64 @@ class PostForMe:
             raise AuthError("postforme.api_key is not set (config, DRAFTSYNC_POSTFORME__API_KEY or api_key_file)")
         return {"Authorization": f"Bearer {key}"}
 
-    def _call(self, method: str, path: str, **kw: Any) -> Any:
-        for attempt in range(4):
+    def request(self, method: str, path: str, *, once: bool = False, **kw: Any) -> Answer:
+        """One call; unless `once`, a lost answer, a 5xx or a short Retry-After is retried (bounded)."""
+        tries = 1 if once else 3
+        for attempt in range(tries):
             try:
                 r = self.client.request(method, f"{self.base}{path}", headers=self._headers(), **kw)
             except httpx.HTTPError as e:
-                if attempt == 3:
-                    raise PushError(f"Post for Me unreachable ({type(e).__name__})", retryable=True) from None
+                if attempt == tries - 1:
+                    raise transport_error("Post for Me", e) from None
                 self.sleep(2.0 * (attempt + 1))
                 continue
-            if 200 <= r.status_code < 300:
-                return r.json() if r.content else {}
             try:
-                body = r.json()
+                body = r.json() if r.content else {}
             except ValueError:
                 body = {}
-            msg = body.get("message") if isinstance(body, dict) else None
-            errors = body.get("errors") if isinstance(body, dict) else None
-            text = f"Post for Me answered {r.status_code}: {msg or r.reason_phrase}" + (f" {errors}" if errors else "")
-            if r.status_code == 401:
-                raise AuthError(text + "; check postforme.api_key", code="unauthorized")
-            if r.status_code == 429:
-                wait = float(r.headers.get("Retry-After") or 60)
-                if attempt < 3 and wait <= 30:
-                    self.sleep(wait)
-                    continue
-                raise PushError(text, code="rate_limited", retryable=True, defer=True, status=429)
-            if r.status_code >= 500 and attempt < 3:
-                self.sleep(2.0 * (attempt + 1))
+            a = Answer(r.status_code, body, {k.lower(): v for k, v in r.headers.items()})
+            retry = r.status_code >= 500 or (r.status_code == 429 and a.retry_after() <= 30)
+            if retry and attempt < tries - 1:
+                self.sleep(a.retry_after(2.0 * (attempt + 1)))
                 continue
-            raise PushError(text, code=f"http_{r.status_code}", retryable=r.status_code >= 500, status=r.status_code)
+            return a
         raise AssertionError("unreachable")
 
-    def check_account(self) -> dict[str, Any]:
-        if not self.account:
-            raise AuthError("postforme.social_account_id is not set")
-        acc = self._call("GET", f"/v1/social-accounts/{self.account}")
-        if acc.get("status") != "connected":
-            raise AuthError(
-                f"the Post for Me account {self.account} is {acc.get('status')}; reconnect it in Post for Me"
-            )
-        if acc.get("platform") not in ("tiktok", "tiktok_business"):
-            raise AuthError(f"the Post for Me account {self.account} is a {acc.get('platform')} account, not TikTok")
-        return dict(acc)
+    def social_account(self) -> Answer:
+        return self.request("GET", f"/v1/social-accounts/{self.account}")
 
-    def find_existing(self, external_id: str) -> str | None:
-        """A post made for this video before (a crash after creating it): never create a second."""
-        page = self._call("GET", "/v1/social-posts", params={"external_id": external_id, "limit": 10})
-        for post in page.get("data") or []:
-            if post.get("external_id") == external_id:
-                return str(post["id"])
-        return None
+    def posts_by_external_id(self, external_id: str) -> Answer:
+        return self.request("GET", "/v1/social-posts", params={"external_id": external_id, "limit": 10})
 
-    def upload(self, path: Path, size: int, progress: Callable[[int], None] | None = None) -> str:
-        """Create a signed upload URL and PUT the file there; returns the media URL."""
-        urls = self._call("POST", "/v1/media/create-upload-url")
-        upload_url, media_url = urls.get("upload_url"), urls.get("media_url")
+    def upload(self, path: Path, size: int, progress: Callable[[int], None] | None = None) -> str | Answer:
+        """Create a signed upload URL and PUT the file there: the media URL, or the answer that refused."""
+        urls = self.request("POST", "/v1/media/create-upload-url")  # harmless to repeat: unused media expire
+        if not urls.ok:
+            return urls
+        upload_url, media_url = urls.body.get("upload_url"), urls.body.get("media_url")
         if not upload_url or not media_url:
-            raise PushError("Post for Me's upload URL answer lacks upload_url or media_url", retryable=True)
+            return Answer(502, {"message": "the upload URL answer lacks upload_url or media_url"})
         ctype = CONTENT_TYPES.get(path.suffix.lower(), "video/mp4")
         try:
-            r = self.client.put(
-                upload_url,
-                content=_stream(path, size, progress),
-                headers={"Content-Type": ctype, "Content-Length": str(size)},
-            )
+            r = self.client.put(upload_url, content=_stream(path, size, progress),
+                                headers={"Content-Type": ctype, "Content-Length": str(size)})  # fmt: skip
         except httpx.HTTPError as e:
-            raise PushError(f"upload to Post for Me storage failed ({type(e).__name__})", retryable=True) from None
+            raise transport_error("Post for Me's storage", e) from None
         if not (200 <= r.status_code < 300):
-            # Safe reading (B.2): request a new URL on any failure rather than PUT twice.
-            raise PushError(f"upload to Post for Me storage failed ({r.status_code})", retryable=True)
+            # Safe reading (B.2): a failed PUT is never repeated on the same URL; the next attempt asks anew.
+            return Answer(r.status_code, {"message": "the upload to Post for Me's storage failed"})
         return str(media_url)
 
-    def create_post(self, caption: str, media_url: str, external_id: str) -> str:
-        post = self._call("POST", "/v1/social-posts", json=draft_payload(caption, self.account, media_url, external_id))
-        return str(post["id"])
+    def create_post(self, caption: str, media_url: str, external_id: str) -> Answer:
+        # Never retried here: Post for Me would make a second post (external_id is not an idempotency key).
+        return self.request("POST", "/v1/social-posts", once=True,
+                            json=draft_payload(caption, self.account, media_url, external_id))  # fmt: skip
 
-    def poll(self, post_id: str) -> tuple[str, dict[str, Any]]:
-        """('processing'|'done'|'failed', details) for a post."""
-        post = self._call("GET", f"/v1/social-posts/{post_id}")
-        if post.get("status") != "processed":
-            return "processing", post
-        results = self._call("GET", "/v1/social-post-results", params={"post_id": post_id})
-        mine = [x for x in results.get("data") or [] if x.get("social_account_id") in (self.account, None)]
-        if not mine:
-            return "processing", post
-        res = mine[0]
-        if res.get("success") is True:
-            return "done", res
-        return "failed", res
+    def post(self, post_id: str) -> Answer:
+        return self.request("GET", f"/v1/social-posts/{post_id}")
+
+    def results(self, post_id: str) -> Answer:
+        return self.request("GET", "/v1/social-post-results", params={"post_id": post_id})
 
 
 def _stream(path: Path, size: int, progress: Callable[[int], None] | None) -> Iterator[bytes]:

@@ -19,7 +19,7 @@ import httpx
 
 from draftsync import log
 from draftsync.config import Settings
-from draftsync.errors import AuthError, PushError
+from draftsync.errors import PushError
 from draftsync.push.auth import TokenStore
 
 _log = log.get("draftsync.push.tiktok")
@@ -67,7 +67,7 @@ class Upload:
     upload_url: str
     chunk_size: int
     count: int
-    issued_at: float
+    issued_at: float  # time.monotonic() when the URL was issued (or the deadline's origin on a resume)
 
 
 class UploadDead(PushError):
@@ -77,17 +77,41 @@ class UploadDead(PushError):
         super().__init__(message, retryable=True, status=status, code="upload_dead")
 
 
-_CODE_ACTIONS: dict[str, str] = {
-    "invalid_param": "fail", "invalid_params": "fail", "invalid_file_upload": "fail",
-    "spam_risk_too_many_pending_share": "defer", "spam_risk_user_banned_from_posting": "halt",
-    "url_ownership_unverified": "fail", "access_token_invalid": "refresh", "scope_not_authorized": "reauth",
-    "scope_permission_missed": "reauth", "rate_limit_exceeded": "rate", "internal_error": "retry",
-    "invalid_publish_id": "dead", "token_not_authorized_for_specified_publish_id": "dead",
-}  # fmt: skip
+class Unreachable(PushError):
+    """No answer. `sent`: the request may have reached TikTok (a timeout or a dropped connection), as
+    opposed to a connection that was never made."""
+
+    def __init__(self, message: str, sent: bool) -> None:
+        super().__init__(message, retryable=True, code="unreachable" if sent else "no_connection")
+        self.sent = sent
 
 
-def _decode(r: httpx.Response) -> tuple[str, str, str, dict[str, Any]]:
-    """(code, message, log_id, data) from TikTok's posting envelope."""
+def transport_error(what: str, e: httpx.HTTPError) -> Unreachable:
+    # Only a failed connect proves the request never left; anything later may have been acted on.
+    sent = not isinstance(e, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return Unreachable(f"{what} did not answer ({type(e).__name__})", sent)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer of a posting endpoint, decoded from TikTok's envelope (A.0)."""
+
+    code: str
+    message: str
+    log_id: str
+    data: dict[str, Any]
+    http: int
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "ok"
+
+    def text(self) -> str:
+        return f"TikTok answered {self.code}" + (f": {self.message}" if self.message else "") + (
+            f" (log_id {self.log_id})" if self.log_id else "")  # fmt: skip
+
+
+def _decode(r: httpx.Response) -> Reply:
     try:
         body = r.json()
     except ValueError:
@@ -96,7 +120,8 @@ def _decode(r: httpx.Response) -> tuple[str, str, str, dict[str, Any]]:
     err = err if isinstance(err, dict) else {}
     code = str(err.get("code") or (f"http_{r.status_code}" if not (200 <= r.status_code < 300) else "missing_error"))
     data = body.get("data") if isinstance(body, dict) else None
-    return code, str(err.get("message") or ""), str(err.get("log_id") or ""), data if isinstance(data, dict) else {}
+    return Reply(code, str(err.get("message") or ""), str(err.get("log_id") or ""),
+                 data if isinstance(data, dict) else {}, r.status_code)  # fmt: skip
 
 
 def _backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -105,7 +130,7 @@ def _backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
 
 
 class TikTok:
-    """The HTTP side of the inbox flow. Budget decisions belong to push.queue; this only talks."""
+    """The HTTP side of the inbox flow. It only talks: what an answer means is push.backend's to say."""
 
     def __init__(
         self,
@@ -124,8 +149,9 @@ class TikTok:
 
     # --- posting endpoints ---------------------------------------------------------------------------
 
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST a posting endpoint with the bearer token; one refresh-and-retry on access_token_invalid."""
+    def call(self, path: str, payload: dict[str, Any]) -> Reply:
+        """POST a posting endpoint with the bearer token; one refresh and one retry on access_token_invalid.
+        Raises AuthError/PushError when no token can be had (nothing was sent), Unreachable on no answer."""
         tok = self.tokens.access_token()
         for attempt in range(2):
             try:
@@ -138,48 +164,28 @@ class TikTok:
                     },
                 )
             except httpx.HTTPError as e:
-                raise PushError(f"TikTok unreachable ({type(e).__name__})", retryable=True) from None
-            code, message, log_id, data = _decode(r)
-            if code == "ok":
-                return data
-            action = _CODE_ACTIONS.get(code, "retry" if r.status_code >= 500 else "fail")
-            if action == "refresh" and attempt == 0:
+                raise transport_error("TikTok", e) from None
+            reply = _decode(r)
+            if reply.code == "access_token_invalid" and attempt == 0:
                 tok = self.tokens.access_token(force_refresh=True, stale=tok.access_token)
                 continue
-            raise self._error(code, message, log_id, action, r.status_code)
+            return reply
         raise AssertionError("unreachable")
 
-    def _error(self, code: str, message: str, log_id: str, action: str, status: int) -> PushError:
-        text = (
-            f"TikTok answered {code}" + (f": {message}" if message else "") + (f" (log_id {log_id})" if log_id else "")
-        )
-        if action in ("refresh", "reauth"):
-            return AuthError(text + "; run `draftsync auth tiktok` again", code=code, log_id=log_id)
-        if action == "defer":
-            return PushError(text, code=code, log_id=log_id, defer=True, status=status)
-        if action == "rate":
-            return PushError(text, code=code, log_id=log_id, retryable=True, defer=True, status=status)
-        if action == "halt":
-            # Not an authorization problem, but the same remedy: stop pushing for this account, keep the queue.
-            return AuthError(text + "; pushing is paused for this account", code=code, log_id=log_id)
-        if action == "retry":
-            return PushError(text, code=code, log_id=log_id, retryable=True, status=status)
-        if action == "dead":
-            return UploadDead(text, status)
-        return PushError(text, code=code, log_id=log_id, status=status)
+    def init_reply(self, size: int) -> tuple[Reply, int, int]:
+        cs, n = chunk_plan(size, self.settings.tiktok.chunk_size)
+        body = {"source_info": {"source": "FILE_UPLOAD", "video_size": size, "chunk_size": cs, "total_chunk_count": n}}
+        return self.call("/v2/post/publish/inbox/video/init/", body), cs, n
 
     def init(self, size: int) -> Upload:
-        cs, n = chunk_plan(size, self.settings.tiktok.chunk_size)
-        data = self._post(
-            "/v2/post/publish/inbox/video/init/",
-            {"source_info": {"source": "FILE_UPLOAD", "video_size": size, "chunk_size": cs, "total_chunk_count": n}},
-        )
-        if not data.get("publish_id") or not data.get("upload_url"):
-            raise PushError("TikTok's init answer lacks publish_id or upload_url", retryable=True)
-        return Upload(str(data["publish_id"]), str(data["upload_url"]), cs, n, time.time())
+        """Init and return the upload (a convenience for benchmarks and tools; the pusher maps answers itself)."""
+        reply, cs, n = self.init_reply(size)
+        if not reply.ok or not reply.data.get("publish_id") or not reply.data.get("upload_url"):
+            raise PushError(reply.text(), code=reply.code, log_id=reply.log_id)
+        return Upload(str(reply.data["publish_id"]), str(reply.data["upload_url"]), cs, n, time.monotonic())
 
-    def status(self, publish_id: str) -> dict[str, Any]:
-        return self._post("/v2/post/publish/status/fetch/", {"publish_id": publish_id})
+    def status(self, publish_id: str) -> Reply:
+        return self.call("/v2/post/publish/status/fetch/", {"publish_id": publish_id})
 
     def user_info(self) -> dict[str, Any]:
         tok = self.tokens.access_token()
@@ -188,10 +194,10 @@ class TikTok:
             params={"fields": "open_id,display_name"},
             headers={"Authorization": f"Bearer {tok.access_token}"},
         )
-        code, message, log_id, data = _decode(r)
-        if code != "ok":
-            raise self._error(code, message, log_id, _CODE_ACTIONS.get(code, "fail"), r.status_code)
-        user = data.get("user")
+        reply = _decode(r)
+        if not reply.ok:
+            raise PushError(reply.text(), code=reply.code, log_id=reply.log_id)
+        user = reply.data.get("user")
         return user if isinstance(user, dict) else {}
 
     # --- bytes -----------------------------------------------------------------------------------
@@ -215,7 +221,7 @@ class TikTok:
             while i < up.count:
                 if self.should_stop():
                     raise PushError("stopped during an upload; it resumes on the next start", retryable=True)
-                if time.time() - up.issued_at > UPLOAD_URL_LIFETIME:
+                if time.monotonic() - up.issued_at > UPLOAD_URL_LIFETIME:
                     raise UploadDead("the upload URL is older than 60 minutes")
                 first, last = chunk_range(i, size, up.chunk_size, up.count)
                 nxt = self._put_chunk(fd, up, first, last, size, ctype)
@@ -261,7 +267,7 @@ class TikTok:
                 self.sleep(_backoff(attempt))
                 continue
             raise PushError(f"TikTok refused a chunk ({r.status_code}); this is a draftsync bug, please report it",
-                            status=r.status_code, code=f"http_{r.status_code}")  # fmt: skip
+                            status=r.status_code, code=f"chunk_http_{r.status_code}")  # fmt: skip
         raise PushError(f"a chunk failed {CHUNK_RETRIES + 1} times; the upload resumes later", retryable=True)
 
 

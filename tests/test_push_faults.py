@@ -1,0 +1,306 @@
+"""push, end to end against the fake services, one test per way it used to fail its users: answers lost
+after the service acted, a business account, a stuck status, a busy token endpoint, a clock jump, and
+`push add` across two windows under the 5-per-24 h cap. Windows run in-process on a fake clock shared
+with the fakes, over real sockets with the real HTTP client."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from draftsync.catalog import Catalog
+from draftsync.problems import Problems
+from draftsync.push import queue
+from draftsync.push.clock import SystemClock
+from draftsync.push.pusher import Pusher
+from draftsync.push.queue import push_status, queue_view
+from tests.conftest import Env
+from tests.fakeapi import FakeClock, FakeServer, Fault
+from tests.test_push import archive_videos, give_token, init_requests, push_env, states
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    f = FakeServer()
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def clock(fake: FakeServer) -> FakeClock:
+    c = FakeClock()
+    fake.state.clock = c.wall
+    return c
+
+
+def window(env_settings: object, clock: FakeClock, **kw: object) -> tuple[object, Catalog]:
+    cat = Catalog(env_settings.catalog_path)  # type: ignore[attr-defined]
+    return Pusher(env_settings, cat, clock=clock).window(**kw), cat  # type: ignore[arg-type]
+
+
+# --- answers lost after the service acted ---------------------------------------------------------------------
+
+
+def test_a_tiktok_init_whose_answer_was_lost_is_counted_and_never_makes_a_second_draft(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake)
+    give_token(s, fake)
+    archive_videos(s, env, 1)
+    fake.state.faults.append(Fault("/inbox/video/init/", 1, drop=True, act=True))  # TikTok made the share
+    _, cat = window(s, clock)
+    assert list(states(cat).values()) == ["in_inbox"]
+    assert len(fake.state.tasks) == 2 and len(fake.state.completed_drafts()) == 1  # the orphan never got bytes
+    st = push_status(s, cat, clock.now())
+    # the orphan still holds one of TikTok's five pending slots, so it is counted until 24 h have passed
+    assert st["budget"]["drafts_last_24h"] == 2 and st["budget"]["unanswered_24h"] == 1
+    assert "counted because TikTok's answer was lost" in st["summary"]
+
+
+def test_orphaned_inits_never_push_past_the_pending_cap(env: Env, fake: FakeServer, clock: FakeClock) -> None:
+    s = push_env(env, fake, max_per_run=5)
+    give_token(s, fake)
+    archive_videos(s, env, 5)
+    fake.state.faults += [Fault("/inbox/video/init/", n, drop=True, act=True) for n in (1, 2, 3)]
+    window(s, clock)
+    # TikTok holds 5 shares (3 orphans), draftsync counts 5: it stops on its own, TikTok never refuses
+    assert len(fake.state.tasks) == 5 and all(ok for _, _, ok in fake.state.inits)
+    _, cat = window(s, clock)
+    assert len(init_requests(fake)) == 5 and cat.push_counts() == {"in_inbox": 2, "queued": 3}
+
+
+@pytest.mark.parametrize("lost", [Fault("/v1/social-posts", 1, status=500, act=True),
+                                  Fault("/v1/social-posts", 1, drop=True, act=True)])  # fmt: skip
+def test_a_post_for_me_create_whose_answer_was_lost_is_looked_up_not_repeated(
+    env: Env, fake: FakeServer, clock: FakeClock, lost: Fault
+) -> None:
+    s = push_env(env, fake, backend="postforme")
+    archive_videos(s, env, 1)
+    fake.state.faults.append(lost)
+    _, cat = window(s, clock)
+    assert len(fake.state.pfm_posts) == 1 and list(states(cat).values()) == ["in_inbox"]
+    lists = [r for r in fake.state.requests if r[0] == "GET" and r[1].startswith("/v1/social-posts?")]
+    assert lists and "external_id=draftsync-" in lists[0][1]
+
+
+def test_a_lost_create_whose_look_up_fails_too_waits_for_the_next_window(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake, backend="postforme")
+    archive_videos(s, env, 1)
+    fake.state.faults += [Fault("/v1/social-posts", 1, status=502, act=True)] + [
+        Fault("/v1/social-posts?", 1, status=503) for _ in range(3)]  # the look-up's own retries fail  # fmt: skip
+    _, cat = window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "starting" and "looked up before anything is sent again" in row["reason"]
+    window(s, clock)
+    assert len(fake.state.pfm_posts) == 1 and list(states(cat).values()) == ["in_inbox"]
+
+
+def test_the_fake_treats_external_id_as_a_filter_not_a_key(fake: FakeServer) -> None:
+    """Post for Me makes a second post for a repeated external_id (spec B.3); the fake must too, or the
+    tests above would prove nothing."""
+    h = {"Authorization": "Bearer pfm_test_key"}
+    ids = []
+    for _ in range(2):
+        up = httpx.post(f"{fake.base}/v1/media/create-upload-url", headers=h).json()
+        httpx.put(up["upload_url"], content=b"x" * 10)
+        body = {"caption": "c", "social_accounts": ["spc_biz1"], "media": [{"url": up["media_url"]}],
+                "platform_configurations": {"tiktok": {"is_draft": True}}, "external_id": "same"}  # fmt: skip
+        ids.append(httpx.post(f"{fake.base}/v1/social-posts", json=body, headers=h).json()["id"])
+    assert len(set(ids)) == 2
+    listed = httpx.get(f"{fake.base}/v1/social-posts", params={"external_id": "same"}, headers=h).json()
+    assert len(listed["data"]) == 2
+    # and a business account's post with the flag under `tiktok` only is published, not a draft (B.5)
+    assert {fake.state.pfm_posts[i]["kind"] for i in ids} == {"published"}
+
+
+# --- a stuck status ---------------------------------------------------------------------------------------------
+
+
+def test_a_share_stuck_processing_is_given_up_after_an_hour_and_push_retry_checks_it_first(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake)
+    give_token(s, fake)
+    archive_videos(s, env, 1)
+    fake.state.processing_polls = 10**9  # TikTok never finishes
+    report, cat = window(s, clock, poll_for=1200)  # returns: polling is bounded
+    assert report.pending and list(states(cat).values()) == ["processing"]  # type: ignore[attr-defined]
+    clock.advance(3600)
+    window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "failed" and row["code"] == "stuck" and "push retry" in row["reason"]
+    assert any(p.key == f"push_failed:{row['hash']}" for p in cat.problems())
+    fake.state.processing_polls = 0  # TikTok finished it after all
+    out = queue.retry(cat, [row["hash"]], Problems(cat))
+    assert out.queued == [row["hash"]] and not any(p.kind == "push_failed" for p in cat.problems())
+    window(s, clock)
+    assert list(states(cat).values()) == ["in_inbox"]
+    assert len(init_requests(fake)) == 1  # the late draft was found; nothing was sent twice
+
+
+# --- a busy token endpoint ----------------------------------------------------------------------------------------
+
+
+def test_a_token_endpoint_429_keeps_the_video_queued_and_retries_later(env: Env, fake: FakeServer,
+                                                                     clock: FakeClock) -> None:  # fmt: skip
+    s = push_env(env, fake)
+    give_token(s, fake, expires_in=60)  # due for a refresh
+    archive_videos(s, env, 1)
+    fake.state.faults.append(Fault("/v2/oauth/token/", 1, status=429, body={"error": "rate_limited"},
+                                   headers={"Retry-After": "120"}))  # fmt: skip
+    report, cat = window(s, clock)
+    assert list(states(cat).values()) == ["queued"] and fake.state.inits == []
+    assert "token endpoint is busy" in report.waiting and report.retry_after == 120  # type: ignore[attr-defined]
+    assert not report.paused and not any(p.kind == "push_reauth" for p in cat.problems())  # type: ignore[attr-defined]
+    window(s, clock)  # the daemon runs this one when retry_after has passed
+    assert list(states(cat).values()) == ["in_inbox"]
+
+
+def test_a_token_endpoint_5xx_during_an_init_keeps_the_video_queued(env: Env, fake: FakeServer,
+                                                                   clock: FakeClock) -> None:  # fmt: skip
+    s = push_env(env, fake)
+    tok = give_token(s, fake)
+    fake.state.access[tok["access_token"]]["expires"] = 0  # the init is refused: refresh, which fails
+    archive_videos(s, env, 1)
+    fake.state.faults.append(Fault("/v2/oauth/token/", 1, status=503))
+    _, cat = window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "queued" and "busy" in row["reason"]
+    assert [e["outcome"] for e in cat.ledger("tiktok:open_user_1")] == ["refused", "refused"]  # init + block
+
+
+# --- clock jumps --------------------------------------------------------------------------------------------------
+
+
+def test_a_wall_clock_jump_across_restarts_never_frees_a_slot(env: Env, fake: FakeServer, clock: FakeClock) -> None:
+    s = push_env(env, fake, max_per_run=5, max_per_day=100)
+    give_token(s, fake)
+    archive_videos(s, env, 7)
+    window(s, clock)
+    assert len(fake.state.completed_drafts()) == 5
+    # restart after the wall clock leapt two days ahead (an NTP step); only an hour really passed
+    clock.advance(3600)
+    clock.jump_wall(2 * DAY)
+    fake.state.clock = lambda: clock.wall() - 2 * DAY  # TikTok's own clock did not jump
+    report, _ = window(s, clock)
+    assert len(init_requests(fake)) == 5 and "5 drafts in 24 h" in report.waiting  # type: ignore[attr-defined]
+    # the ledger was re-dated to the true times, so after a reboot the wall clock alone is right again
+    clock.reboot("boot-2", downtime=60)
+    report, _ = window(s, clock)
+    assert len(init_requests(fake)) == 5 and "5 drafts in 24 h" in report.waiting  # type: ignore[attr-defined]
+    clock.advance(DAY)  # a real day later
+    window(s, clock)
+    assert len(fake.state.completed_drafts()) == 7 and all(ok for _, _, ok in fake.state.inits)
+
+
+def test_a_wall_clock_jump_backwards_cannot_crowd_inits_into_a_minute(env: Env, fake: FakeServer,
+                                                                       clock: FakeClock) -> None:  # fmt: skip
+    s = push_env(env, fake, max_per_run=3, max_per_day=100)
+    give_token(s, fake)
+    archive_videos(s, env, 3)
+    cat = Catalog(s.catalog_path)
+    p = Pusher(s, cat, clock=clock)
+    real = clock.sleep
+
+    def sleep_with_jumps(seconds: float) -> None:  # each wait also sets the wall clock back an hour
+        real(seconds)
+        clock.jump_wall(-3600)
+
+    clock.sleep = sleep_with_jumps  # type: ignore[method-assign]
+    fake.state.clock = lambda: clock.mono  # TikTok measures real time
+    p.window()
+    times = [t for t, _, _ in fake.state.inits]
+    assert len(times) == 3 and all(b - a >= 10.0 for a, b in itertools.pairwise(times))
+
+
+# --- push add across two windows ------------------------------------------------------------------------------------
+
+
+def test_push_add_queues_old_videos_and_the_cap_spreads_them_over_two_windows(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake, only_new=True, max_per_run=10, max_per_day=10, schedule="0 9 * * *")
+    give_token(s, fake)
+    archive_videos(s, env, 8)  # archived before pushing was turned on
+    cat = Catalog(s.catalog_path)
+    queue.note_enabled(s, cat)  # `run`, `scan` or `push` loads the config with pushing on, after those 8
+    report, _ = window(s, clock)
+    assert cat.push_rows() == [] and "8 video(s) archived before that" in report.idle  # type: ignore[attr-defined]
+    videos = cat.videos_to_add()
+    dry = queue.add(s, cat, videos, dry_run=True, now=clock.now())
+    assert len(dry.queued) == 8 and cat.push_rows() == []  # a dry run changes nothing
+    added = queue.add(s, cat, videos, now=clock.now())
+    assert len(added.queued) == 8
+    again = queue.add(s, cat, videos[:2], now=clock.now())
+    assert [state for _, state in again.already] == ["queued", "queued"] and not again.queued
+    turns = sorted(t for t in added.turns.values() if t is not None)
+    first, second = turns[:5], turns[5:]
+    assert len(turns) == 8 and second[0] - first[0] >= DAY - 3600  # three go a day later
+    # run the windows when the schedule says; each lands what the queue view promised
+    clock.advance(first[0] - clock.wall())
+    window(s, clock)
+    assert cat.push_counts() == {"in_inbox": 5, "queued": 3}
+    full = queue_view(s, cat, now=clock.now())
+    assert queue_view(s, cat, limit=2, offset=1, now=clock.now()) == full[1:3]  # a page of the same view
+    view = [e for e in full if e.state == "queued"]
+    assert all(e.turn_at is not None and e.turn_at >= second[0] - 60 for e in view)
+    clock.advance(second[0] - clock.wall())
+    window(s, clock)
+    assert cat.push_counts() == {"in_inbox": 8}
+    assert len(fake.state.completed_drafts()) == 8 and all(ok for _, _, ok in fake.state.inits)
+
+
+def test_push_add_skips_exports_and_failed_ones_and_says_why(env: Env, fake: FakeServer, clock: FakeClock) -> None:
+    s = push_env(env, fake, only_new=True)
+    archive_videos(s, env, 2)
+    cat = Catalog(s.catalog_path)
+    a, b = cat.videos_to_add()
+    cat.set_origin(a.hash, "tiktok-export")
+    cat.save_push(b.hash, {"state": "failed", "reason": "TikTok rejected the video: spam_risk"})
+    out = queue.add(s, cat, [a, b], now=clock.now())
+    why = {v.hash: text for v, text in out.refused}
+    assert not out.queued and "TikTok export" in why[a.hash] and "push retry" in why[b.hash]
+    forced = queue.add(s, cat, [a], force=True, now=clock.now())
+    assert [v.hash for v in forced.queued] == [a.hash]
+
+
+# --- read-only views ------------------------------------------------------------------------------------------------
+
+
+def _snapshot(cat: Catalog) -> str:
+    return json.dumps([cat.push_rows(), cat.ledger("tiktok:open_user_1"), [p.key for p in cat.problems()],
+                       cat.get_meta("push_enabled_at")], default=str)  # fmt: skip
+
+
+def test_queue_status_and_the_dry_run_never_write(env: Env, fake: FakeServer, clock: FakeClock) -> None:
+    s = push_env(env, fake, max_per_day=10)
+    give_token(s, fake)
+    archive_videos(s, env, 2)
+    cat = Catalog(s.catalog_path)
+    now = SystemClock().now()
+    for _ in range(5):  # five drafts sent an hour ago: none left for 23 hours
+        cat.ledger_add("tiktok:open_user_1", "init", now.wall - 3600, now.boot, now.mono - 3600, outcome="ok")
+    report, _ = window(s, clock)
+    assert cat.push_counts() == {"queued": 2} and "5 drafts in 24 h" in report.waiting  # type: ignore[attr-defined]
+    archive_videos(s, env, 1, seed=800)  # new since that window
+    before = _snapshot(cat)
+    sidecars = sorted((p, p.stat().st_mtime_ns) for p in s.archive.root.rglob("*.json"))
+    out = {}
+    for args in (["queue", "--json"], ["status", "--json"], ["push", "--dry-run"]):
+        r = env.cli(*args)
+        # status says "not running" (exit 3): no daemon is started in this test
+        assert r.returncode == (3 if args[0] == "status" else 0), r.stderr
+        out[args[0]] = r.stdout
+    assert _snapshot(cat) == before
+    assert sorted((p, p.stat().st_mtime_ns) for p in s.archive.root.rglob("*.json")) == sidecars
+    # the dry run walks the same selection and budget as a real window: nothing now, three later
+    assert "would send 0 now, 3 later" in out["push"]
+    assert len(json.loads(out["queue"])["items"]) == 2  # the new video is not queued by a listing
