@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -246,6 +247,16 @@ def _pyi(v: Any) -> int | None:
     return None if v is None else int(v)
 
 
+# A source as a rescan compares it: (path, size, mtime_ns, inode, state, ctime_ns).
+SourceRow = tuple[str, int | None, int | None, int | None, str, int | None]
+
+
+def _under(root: str) -> tuple[str, str]:
+    """The range of paths strictly below `root`: from `root/` up to `root0` ('0' follows '/')."""
+    base = root.rstrip("/")
+    return base + "/", base + "0"
+
+
 def _translate(e: sqlite3.Error, path: Path) -> Exception:
     """A full state disk or a damaged file, told in words; any other SQLite error is returned as it is."""
     code = getattr(e, "sqlite_errorcode", None)
@@ -401,6 +412,50 @@ class Catalog:
                 p, mt, ct = _pyp(p), _pyi(mt), _pyi(ct)
             out[p] = (size, mt, ino, state, ct)
         return out
+
+    def sources_under(self, root: str) -> Iterator[SourceRow]:
+        """Every source under `root` whose path is text, in SQLite's path order (BINARY on UTF-8: the
+        code-point order `walk.walk` yields), streamed: a rescan merges them with its walk and never holds
+        them all. Read through a connection of its own (a WAL snapshot), so writers are not held up."""
+        lo, hi = _under(root)
+        yield from self._stream(
+            "SELECT path, size, mtime_ns, inode, state, ctime_ns FROM sources WHERE path >= ? AND path < ? "
+            "ORDER BY path",
+            (lo, hi),
+        )
+
+    def odd_sources_under(self, root: str) -> dict[str, SourceRow]:
+        """Sources under `root` whose names are not UTF-8 (BLOBs, which sort after all text): few, by path."""
+        lo, hi = _under(root)
+        lo_b, hi_b = os.fsencode(lo), os.fsencode(hi)
+        return {r[0]: r for r in self._stream(
+            "SELECT path, size, mtime_ns, inode, state, ctime_ns FROM sources WHERE path >= ? AND path < ?",
+            (lo_b, hi_b))}  # fmt: skip
+
+    def _stream(self, sql: str, args: tuple[Any, ...]) -> Iterator[SourceRow]:
+        try:
+            db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=30,
+                                 check_same_thread=False)  # fmt: skip
+        except sqlite3.Error as e:
+            raise _translate(e, self.path) from None
+        try:
+            cur = db.execute(sql, args)
+            while rows := cur.fetchmany(4096):
+                for p, size, mt, ino, state, ct in rows:
+                    if type(p) is bytes or type(mt) is str or type(ct) is str:
+                        p, mt, ct = _pyp(p), _pyi(mt), _pyi(ct)
+                    yield p, size, mt, ino, state, ct
+        except sqlite3.Error as e:
+            raise _translate(e, self.path) from None
+        finally:
+            db.close()
+
+    def learn_ctimes(self, found: list[tuple[str, int]]) -> None:
+        """Record the ctime of sources catalogued without one (rows rebuilt from old sidecars) once a walk has
+        found them unchanged otherwise."""
+        with self.tx() as db:
+            db.executemany("UPDATE sources SET ctime_ns=? WHERE path=? AND ctime_ns IS NULL",
+                           [(_dbi(ct), _dbp(p)) for p, ct in found])  # fmt: skip
 
     def hash_by_identity(self, dev: int, inode: int, size: int, mtime_ns: int) -> str | None:
         """A file moved or renamed inside the inbox keeps its inode, size and mtime: no need to re-read."""
