@@ -308,8 +308,13 @@ class Catalog:
             self._db.close()
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """One transaction (nestable); BEGIN IMMEDIATE so two processes never deadlock on upgrade."""
+    def tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction (nestable); BEGIN IMMEDIATE so two processes never deadlock on upgrade.
+
+        `durable=False` commits without waiting for the disk (synchronous=NORMAL for this one commit): the
+        rows survive a crash of the process, and a power cut only if a later durable commit (or a
+        checkpoint) has fsync'd the log after them, as it does every earlier commit's. For rows that the
+        archive can give back (a video placed and described by its sidecar), never for push state."""
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -319,8 +324,11 @@ class Catalog:
                     self._depth -= 1
                 return
             try:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
+                self._full_sync()
                 raise _translate(e, self.path) from None
             self._depth = 1
             try:
@@ -344,6 +352,14 @@ class Catalog:
                     raise _translate(e, self.path) from None
             finally:
                 self._depth = 0
+                if not durable:
+                    self._full_sync()
+
+    def _full_sync(self) -> None:
+        try:
+            self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:
+            pass  # not in a transaction here, so this cannot fail short of a closed connection
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -466,9 +482,9 @@ class Catalog:
         )
         return rows[0][0] if rows else None
 
-    def record_source(self, s: SourceSighting, hash: str | None, state: str) -> None:
+    def record_source(self, s: SourceSighting, hash: str | None, state: str, *, durable: bool = True) -> None:
         now = time.time()
-        with self.tx() as db:
+        with self.tx(durable=durable) as db:
             db.execute(
                 """INSERT INTO sources(path, root, size, mtime_ns, inode, dev, hash, state, first_seen, last_seen,
                                        attempts, last_error, ctime_ns, error_kind)
@@ -545,9 +561,12 @@ class Catalog:
     def size_known(self, size: int) -> bool:
         return bool(self._q("SELECT 1 FROM videos WHERE size=? LIMIT 1", (size,)))
 
-    def add_video(self, v: VideoRecord) -> bool:
-        """Insert a video; False if its hash is already there (another worker or process won)."""
-        with self.tx() as db:
+    def add_video(self, v: VideoRecord, *, durable: bool = True, event: tuple[str, str, str] | None = None) -> bool:
+        """Insert a video; False if its hash is already there (another worker or process won). `event`
+        (kind, message, source path) is logged in the same transaction; `durable=False`: see `tx`."""
+        with self.tx(durable=durable) as db:
+            if event is not None:
+                self.log_event("info", event[0], event[1], event[2], v.hash)
             cur = db.execute(
                 """INSERT OR IGNORE INTO videos(hash, size, archive_path, capture_time, capture_source, label, media,
                                                probe_error, first_seen, archived_at, verified_at)
