@@ -409,7 +409,11 @@ class Archive:
         `beat` is called per chunk: a long copy to a slow disk is progress, not a hung worker."""
         tmp = ArchiveFile(target_dir)
         try:
-            buf = bytearray(READ_CHUNK)
+            try:
+                size = os.fstat(src.fileno()).st_size
+            except (OSError, AttributeError, ValueError):  # not a file: any size
+                size = READ_CHUNK
+            buf = bytearray(min(READ_CHUNK, size + 4096))
             view = memoryview(buf)
             n = 0
             while True:
@@ -440,6 +444,7 @@ class Archive:
         (digest, size, whether the read came from the disk: False only where the system cannot drop
         cached pages, and the check then proves only what the kernel holds)."""
         result.temp.sync()
+        result.temp.f.close()  # synced: placing it need not fsync it again
         try:
             fd = os.open(result.temp.tmp, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:

@@ -7,12 +7,15 @@ hash's form and the decisions (pure functions) about dates.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import struct
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import blake3
 
@@ -58,7 +61,8 @@ def hash_from_disk(fd: int, *, should_stop: Any = None, beat: Any = None) -> tup
     from_disk = drop_cached(fd)
     h = new_hasher()
     n = 0
-    buf = bytearray(CHECK_CHUNK)
+    # A small file gets a buffer its size (zeroing 16 MiB costs more than reading a 1 MB file).
+    buf = bytearray(min(CHECK_CHUNK, os.fstat(fd).st_size + 4096))
     view = memoryview(buf)
     while True:
         if should_stop is not None and should_stop():
@@ -125,7 +129,8 @@ class MediaFacts:
 
 
 def probe(path: str | Path) -> MediaFacts:
-    """Media facts from the container and the first decoded frame. Raises ValueError if undecodable."""
+    """Media facts from the container (and, where it does not say the rotation, the first decoded frame).
+    Raises ValueError if it is not a readable video."""
     import av
 
     from draftsync import names
@@ -144,7 +149,22 @@ def probe(path: str | Path) -> MediaFacts:
             f.close()
         raise ValueError(f"not a readable video: {e}") from None
     try:
-        return _facts(container)
+        facts = _facts(container)
+        # Rotation from the track header where the container has one (MP4, QuickTime: what phones write),
+        # else from the first decoded frame. Whether the stream decodes is then first tried by the
+        # perceptual signature, which decodes anyway.
+        rotation = None
+        if "mp4" in (facts.container or "") or "mov" in (facts.container or ""):
+            try:
+                with open(path, "rb") as fh:
+                    rotation = mp4_rotation(fh)
+            except (OSError, struct.error):
+                rotation = None
+        if rotation is None:
+            _decode_first_frame(container, facts)
+        else:
+            facts.rotation = rotation
+        return facts
     finally:
         container.close()
         if f is not None:
@@ -152,7 +172,6 @@ def probe(path: str | Path) -> MediaFacts:
 
 
 def _facts(container: Any) -> MediaFacts:
-    import av
 
     facts = MediaFacts(container=container.format.name)
     md = {k.lower(): v for k, v in container.metadata.items()}
@@ -178,15 +197,93 @@ def _facts(container: Any) -> MediaFacts:
         facts.duration = round(float(v.duration * v.time_base), 3)
     if container.streams.audio:
         facts.audio_codec = container.streams.audio[0].codec_context.name
-    # One frame (for its rotation, and to prove the stream decodes) is not worth starting a thread pool.
+    return facts
+
+
+def _decode_first_frame(container: Any, facts: MediaFacts) -> None:
+    """Rotation from the first decoded frame's display matrix (containers without a track header to read);
+    raises ValueError if the video stream does not decode."""
+    import av
+
+    v = container.streams.video[0]
+    # One frame is not worth starting a thread pool.
     v.codec_context.thread_count = 1
+    facts.rotation = 0
     try:
         for frame in container.decode(v):
             facts.rotation = int(frame.rotation or 0) % 360
             break
     except (av.FFmpegError, ValueError) as e:
         raise ValueError(f"video stream does not decode: {e}") from None
-    return facts
+
+
+_MOOV_MAX = 64 * 1024 * 1024
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the ISO-BMFF boxes in data[start:end]."""
+    i = start
+    while i + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, i)
+        head = 8
+        if size == 1 and i + 16 <= end:
+            size, head = struct.unpack_from(">Q", data, i + 8)[0], 16
+        elif size == 0:
+            size = end - i
+        if size < head or i + size > end:
+            return
+        yield kind, i + head, i + size
+        i += size
+
+
+def mp4_rotation(f: BinaryIO) -> int | None:
+    """The display rotation (degrees, 0/90/180/270 as FFmpeg reports it) of the first video track of an
+    MP4/QuickTime file, read from its track header's matrix without decoding anything; None when the file
+    does not say (then the first frame is decoded)."""
+    # Top-level boxes: find moov (before or after the media data) without reading the media.
+    pos = 0
+    moov = None
+    while True:
+        f.seek(pos)
+        head = f.read(16)
+        if len(head) < 8:
+            return None
+        size, kind = struct.unpack_from(">I4s", head)
+        hl = 8
+        if size == 1 and len(head) == 16:
+            size, hl = struct.unpack_from(">Q", head, 8)[0], 16
+        if kind == b"moov":
+            if size == 0 or size > _MOOV_MAX + hl or size < hl:
+                return None
+            f.seek(pos + hl)
+            moov = f.read(size - hl)
+            break
+        if size < hl:
+            return None
+        pos += size
+    for kind, s, e in _boxes(moov, 0, len(moov)):
+        if kind != b"trak":
+            continue
+        tkhd = handler = None
+        for k2, s2, e2 in _boxes(moov, s, e):
+            if k2 == b"tkhd":
+                tkhd = (s2, e2)
+            elif k2 == b"mdia":
+                for k3, s3, e3 in _boxes(moov, s2, e2):
+                    if k3 == b"hdlr" and e3 - s3 >= 12:
+                        handler = moov[s3 + 8 : s3 + 12]
+        if handler != b"vide" or tkhd is None:
+            continue
+        s2, e2 = tkhd
+        off = s2 + (52 if moov[s2] == 1 else 40)
+        if off + 36 > e2:
+            return None
+        a, b = struct.unpack_from(">ii", moov, off)
+        if a == 0 and b == 0:
+            return None
+        # FFmpeg's av_display_rotation_get on the matrix mov.c builds from these coefficients.
+        return round(-math.degrees(math.atan2(b, a))) % 360
+    return None
 
 
 # --- capture date ------------------------------------------------------------------------------
