@@ -417,7 +417,6 @@ def status_data(settings: Settings) -> dict[str, Any]:
     from draftsync import health
     from draftsync.catalog import Catalog
     from draftsync.lock import StateLock
-    from draftsync.perceptual import VERSION
 
     catalog = Catalog(settings.catalog_path)
     try:
@@ -455,7 +454,7 @@ def status_data(settings: Settings) -> dict[str, Any]:
                 if r["path"] in {str(p) for p in settings.watch.paths}
             ],
             "catalog": {"path": str(settings.catalog_path), "bytes": _db_size(settings)},
-            "perceptual": catalog.signature_counts(VERSION),
+            "perceptual": catalog.signature_counts(_signature_version(catalog)),
             "problems": [
                 {"key": p.key, "kind": p.kind, "severity": p.severity, "message": p.message, "since": p.since}
                 for p in catalog.problems()
@@ -473,6 +472,17 @@ def status_data(settings: Settings) -> dict[str, Any]:
         return data
     finally:
         catalog.close()
+
+
+def _signature_version(catalog: Any) -> int:
+    """The signature version the daemon signs with (it records it at start), so that `status` does not
+    import the perceptual module and numpy; they are imported only if no daemon has recorded it yet."""
+    v = catalog.get_meta("signature_version")
+    if v is not None and v.isdigit():
+        return int(v)
+    from draftsync.perceptual import VERSION
+
+    return VERSION
 
 
 def _db_size(settings: Settings) -> int:

@@ -357,6 +357,10 @@ class Daemon:
         from draftsync.neardup import NearDups
 
         self.neardups = NearDups(self.catalog, self.archive, self.stop.is_set)
+        with contextlib.suppress(StateFull):  # what `status` counts signatures of (without importing numpy)
+            from draftsync.perceptual import VERSION
+
+            self.catalog.set_meta("signature_version", str(VERSION))
         rt.add_job("signatures", self._backfill, IntervalTrigger(seconds=15), max_silence=6 * 3600,
                    next_run_time=_now_dt())  # fmt: skip
         self._add_push_job()

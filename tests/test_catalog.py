@@ -26,3 +26,15 @@ def test_migrations_apply_in_order_and_tolerate_gaps(tmp_path: Path, monkeypatch
     c = Catalog(tmp_path / "c.db")
     assert c.get_meta("schema_version") == str(max(later))
     assert c._q("SELECT name FROM sqlite_master WHERE name='later_feature'")
+
+
+def test_a_commit_that_does_not_wait_for_the_disk_leaves_the_next_one_durable(tmp_path: Path) -> None:
+    from draftsync.catalog import SourceSighting
+
+    c = Catalog(tmp_path / "catalog.db")
+    with c.tx(durable=False) as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: this commit only
+    c.record_source(SourceSighting("/in/a.mp4", 1, 2, 3, 4, "/in"), None, "empty", durable=False)
+    assert c._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for push state and the rest
+    assert [r[0] for r in c.sources_under("/in")] == ["/in/a.mp4"]
+    c.close()
