@@ -56,7 +56,7 @@ def build_tree(base: Path, cfg: Path) -> None:
             os.write(fd, b"v%d" % i)
             os.close(fd)
             st = os.lstat(p)
-            digest = "blake3:%064x" % i
+            digest = f"blake3:{i:064x}"
             cat.record_source(SourceSighting(str(p), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, str(inbox), now,
                                              st.st_ctime_ns), digest, "archived")  # fmt: skip
     cat.close()
