@@ -12,6 +12,7 @@ the archive root itself: folders are made only below a root that exists (see mar
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from draftsync.atomic import AtomicFile, is_temp
 from draftsync.catalog import SourceSighting, VideoRecord
 from draftsync.config import LabelRule
 from draftsync.errors import Abandoned, ArchiveFull, ArchiveMissing, ItemError
-from draftsync.fingerprint import READ_CHUNK, MediaFacts, drop_cached, hash_file, hash_from_disk, short
+from draftsync.fingerprint import READ_CHUNK, MediaFacts, chunk_for, drop_cached, hash_file, hash_from_disk, short
 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = 1
@@ -411,9 +412,9 @@ class Archive:
         try:
             try:
                 size = os.fstat(src.fileno()).st_size
-            except (OSError, AttributeError, ValueError):  # not a file: any size
+            except (OSError, AttributeError, ValueError, io.UnsupportedOperation):  # not a file: any size
                 size = READ_CHUNK
-            buf = bytearray(min(READ_CHUNK, size + 4096))
+            buf = bytearray(chunk_for(size))
             view = memoryview(buf)
             n = 0
             while True:

@@ -158,7 +158,7 @@ class Ingestor:
             if not unchanged(before, version):
                 raise SourceChanged(f"{path} changed before it was read; waiting for it to settle", path)
             try:
-                result = self.archive.copy_in(src, target_dir, new_hasher(), should_stop=self.should_stop,
+                result = self.archive.copy_in(src, target_dir, new_hasher(st.st_size), should_stop=self.should_stop,
                                               beat=self.beat)  # fmt: skip
             except OSError as e:
                 raise _read_error(e, path) from None
