@@ -46,7 +46,7 @@ from draftsync.runtime import Runtime, Service
 from draftsync.sdnotify import Notifier
 from draftsync.settle import IgnoreRules, Settler, Version, unchanged
 from draftsync.supervise import Supervisor
-from draftsync.walk import walk
+from draftsync.walk import Folder, Folders, walk
 
 if TYPE_CHECKING:
     from draftsync.watch import RootWatch
@@ -61,6 +61,9 @@ RETRY_DELAYS = (30.0, 120.0, 600.0, 3600.0)
 RESUME_EVERY = 2.0  # seconds between checks whether a paused ingest may resume (cheap: a stat or two)
 FAILING_AFTER = 3  # attempts before a failing file becomes a standing problem
 FAILING_EVERY = 30.0  # seconds between looks at failing files
+# Periodic rescans of a healthy inotify root skip folders unchanged since the last walk (an in-place write is
+# an event); every this many seconds one walks everything anyway.
+FULL_WALK_EVERY = 6 * 3600.0
 HELD_SHOWN = 50  # held-back files listed in the heartbeat (status shows them)
 
 
@@ -261,6 +264,9 @@ class Daemon:
         self._next_resume = 0.0
         self._next_failing_check = 0.0
         self._swept = False
+        # Per root: when the last walk started (ns) and the folders it found, and when the last full walk ran.
+        self._folders: dict[str, tuple[int, dict[str, Folder]]] = {}
+        self._full_walk_at: dict[str, float] = {}
 
     # --- start-up ------------------------------------------------------------------------------------
 
@@ -503,8 +509,10 @@ class Daemon:
             if only and w.root != only:
                 continue
             unreadable: list[str] = []
+            folders = self._folders_for(w, full=only is not None)
             r = reconcile(w.root, self.rules, self.catalog, self.settler, self.settings.watch.recursive, unreadable,
-                          waiting=self.pipeline.retries)  # fmt: skip
+                          waiting=self.pipeline.retries, folders=folders)  # fmt: skip
+            self._folders[w.root] = (folders.started, folders.found)
             found = r.found
             key = f"root_missing:{w.root}"
             if not os.path.isdir(w.root) or (found == 0 and self.catalog.present_sources_under(w.root) > 0):
@@ -532,6 +540,22 @@ class Daemon:
                 self._report_root(w)
             self.catalog.update_root(w.root, last_rescan=time.time())
         self._publish_roots()
+
+    def _folders_for(self, w: RootWatch, *, full: bool) -> Folders:
+        """What this walk of a root may skip: folders unchanged since the last walk, while an inotify watcher
+        that is fully healthy sees every write in place; nothing at start-up, after lost events or a restart
+        (`full`), while polling or degraded, and once every FULL_WALK_EVERY seconds."""
+        now = time.monotonic()
+        last = self._folders.get(w.root)
+        full = full or last is None or w.mode != "inotify" or w.health != "ok" or (
+            now - self._full_walk_at.get(w.root, -FULL_WALK_EVERY) >= FULL_WALK_EVERY)  # fmt: skip
+        started = time.time_ns()
+        if full or last is None:
+            self._full_walk_at[w.root] = now
+            return Folders(started=started)
+        # A folder changed within two seconds of the last look may have changed again in the same tick of a
+        # coarse clock (FAT, some shares): it is listed again.
+        return Folders(known=last[1], settled_before=last[0] - 2_000_000_000, started=started)
 
     def _report_root(self, w: RootWatch) -> None:
         """A watched folder's standing problems follow its health."""
@@ -736,10 +760,12 @@ def reconcile(
     unreadable: list[str] | None = None,
     now: float | None = None,
     waiting: Container[str] = (),
+    folders: Folders | None = None,
 ) -> Reconciled:
     """Walk one root and merge it with the catalog's sources under it, both in path order; hand new or
     changed files to the settler. Memory stays at a folder's worth, whatever the size of the tree. Files
-    `waiting` for a retry (a failed attempt's back-off) are left to it.
+    `waiting` for a retry (a failed attempt's back-off) are left to it. With `folders`, folders unchanged
+    since the last walk are not listed (`walk.Folders`); their catalogued files count as found, unchanged.
 
     A file's age comes from its mtime only when that is in the past: a clock that lies (mtime in 2300)
     gives no head start, and the settler's own monotonic clock decides."""
@@ -749,12 +775,12 @@ def reconcile(
     learned: list[tuple[str, int]] = []
     rows = catalog.sources_under(root)
     odd = catalog.odd_sources_under(root)  # names that are not UTF-8: few, looked up by path
+    skipped = folders.skipped if folders is not None else set()
     row = next(rows, None)
-    for path, st in walk(root, rules, recursive, unreadable):
+    for path, st in walk(root, rules, recursive, unreadable, folders):
         out.found += 1
         while row is not None and row[0] < path:
-            if row[4] in _MAY_GO:
-                _gone(out, row[0], unreadable)
+            _unmatched(out, row, unreadable, skipped)
             row = next(rows, None)
         if row is not None and row[0] == path:
             known: SourceRow | None = row
@@ -776,21 +802,24 @@ def reconcile(
         out.changed += 1
         settler.observe(path, age=max(0.0, now - st.st_mtime))
     while row is not None:
-        if row[4] in _MAY_GO:
-            _gone(out, row[0], unreadable)
+        _unmatched(out, row, unreadable, skipped)
         row = next(rows, None)
-    for path, r in odd.items():
-        if r[4] in _MAY_GO:
-            _gone(out, path, unreadable)
+    for r in odd.values():
+        _unmatched(out, r, unreadable, skipped)
     if learned:
         catalog.learn_ctimes(learned)
     return out
 
 
-def _gone(out: Reconciled, path: str, unreadable: list[str]) -> None:
-    # A file in a folder that could not be read may well be there: not gone.
-    if not any(path.startswith(d.rstrip("/") + "/") for d in unreadable):
-        out.gone.append(path)
+def _unmatched(out: Reconciled, row: SourceRow, unreadable: list[str], skipped: set[str]) -> None:
+    """A catalogued source the walk did not yield: in a folder it skipped as unchanged (there, as it was),
+    in a folder it could not read (may well be there), or gone."""
+    if skipped and row[0].rpartition("/")[0] in skipped:
+        if row[4] != "gone":
+            out.found += 1
+        return
+    if row[4] in _MAY_GO and not any(row[0].startswith(d.rstrip("/") + "/") for d in unreadable):
+        out.gone.append(row[0])
 
 
 # While a process ingests, this meta key holds its pid; a clean stop empties it. Temp files are left in the

@@ -187,3 +187,37 @@ def test_the_catalog_streams_a_root_s_rows_in_path_order_without_others(tmp_path
     got = [r[0] for r in cat.sources_under("/r")]
     assert got == sorted(f"/r/{i % 7}/{i}.mp4" for i in range(rows))
     cat.close()
+
+
+def test_folders_unchanged_since_the_last_walk_are_not_listed_again(tmp_path: Path) -> None:
+    from draftsync.walk import Folders
+
+    root = tmp_path / "in"
+    a1, b1, _ = _tree(root, ["a/one.mp4", "b/two.mp4", "b/c/three.mp4"])
+    cat = Catalog(tmp_path / "state" / "catalog.db")
+    for p in Path(root).rglob("*.mp4"):
+        _catalogue(cat, root, p)
+    first = Folders(started=time.time_ns())
+    r = reconcile(str(root), RULES, cat, Settler(5.0, rules=RULES), True, folders=first)
+    assert (r.found, r.changed, first.skipped) == (3, 0, set())
+    assert set(first.found) == {str(root), str(root / "a"), str(root / "b"), str(root / "b" / "c")}
+
+    # Folders changed more than two seconds before the last walk are trusted: nothing is listed but the
+    # folder that gained a file. A rewrite in place moves no folder: the watcher's events must see it.
+    Path(a1).write_bytes(b"rewritten in place")
+    (root / "b" / "new.mp4").write_bytes(b"new")
+    second = Folders(known=first.found, settled_before=time.time_ns() + 10**9)
+    settler = Settler(5.0, rules=RULES)
+    r = reconcile(str(root), RULES, cat, settler, True, folders=second)
+    assert second.skipped == {str(root), str(root / "a"), str(root / "b" / "c")}
+    assert (r.found, r.gone) == (4, []) and [h.path for h in settler.held()] == [str(root / "b" / "new.mp4")]
+
+    # A folder whose times are not older than the last look is listed again (a coarse clock may not have
+    # moved), and without `folders` everything is.
+    third = Folders(known=second.found, settled_before=0)
+    r = reconcile(str(root), RULES, cat, Settler(5.0, rules=RULES), True, folders=third)
+    assert third.skipped == set() and r.changed == 2  # one.mp4 rewritten, new.mp4 not catalogued
+    os.unlink(b1)
+    r = reconcile(str(root), RULES, cat, Settler(5.0, rules=RULES), True)
+    assert r.gone == [b1]
+    cat.close()
