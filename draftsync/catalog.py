@@ -457,10 +457,10 @@ class Catalog:
         try:
             cur = db.execute(sql, args)
             while rows := cur.fetchmany(4096):
-                for p, size, mt, ino, state, ct in rows:
-                    if type(p) is bytes or type(mt) is str or type(ct) is str:
-                        p, mt, ct = _pyp(p), _pyi(mt), _pyi(ct)
-                    yield p, size, mt, ino, state, ct
+                for r in rows:
+                    if type(r[0]) is bytes or type(r[2]) is str or type(r[5]) is str:
+                        r = (_pyp(r[0]), r[1], _pyi(r[2]), r[3], r[4], _pyi(r[5]))
+                    yield r
         except sqlite3.Error as e:
             raise _translate(e, self.path) from None
         finally:
