@@ -434,7 +434,7 @@ class Catalog:
         code-point order `walk.walk` yields), streamed: a rescan merges them with its walk and never holds
         them all. Read through a connection of its own (a WAL snapshot), so writers are not held up."""
         lo, hi = _under(root)
-        yield from self._stream(
+        return self._stream(
             "SELECT path, size, mtime_ns, inode, state, ctime_ns FROM sources WHERE path >= ? AND path < ? "
             "ORDER BY path",
             (lo, hi),
