@@ -137,38 +137,44 @@ class MediaFacts:
         return cls(**known)
 
 
+# The first box types of an ISO base media file (MP4, QuickTime, 3GP: what phones write).
+_ISO_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
+
+
 def probe(path: str | Path) -> MediaFacts:
     """Media facts from the container (and, where it does not say the rotation, the first decoded frame).
-    Raises ValueError if it is not a readable video."""
+    Raises ValueError if it is not a readable video.
+
+    An MP4 or QuickTime file says everything in its header: FFmpeg is told not to decode frames while it
+    looks at the streams (`skip_frame=all`; the same facts, in a quarter of the time) and the rotation is
+    read from the track header. Whether such a stream decodes is then first tried by the perceptual
+    signature, which decodes anyway. Other containers (Matroska, MPEG-TS) are probed by decoding."""
     import av
 
     from draftsync import names
 
+    try:
+        with open(path, "rb") as fh:
+            iso = fh.read(8)[4:8] in _ISO_BOXES
+            rotation = mp4_rotation(fh) if iso else None
+    except (OSError, struct.error):
+        iso, rotation = False, None
+    options = {"probesize": "20000000", **({"skip_frame": "all"} if iso else {})}
     f = None
     container: Any
     try:
         if names.is_text(str(path)):
-            container = av.open(str(path), options={"probesize": "20000000"}, timeout=30)
+            container = av.open(str(path), options=options, timeout=30)
         else:
             # FFmpeg takes names as UTF-8 text; a name that is not is read through a file object.
             f = open(path, "rb")  # noqa: SIM115
-            container = av.open(f, options={"probesize": "20000000"}, timeout=30)
+            container = av.open(f, options=options, timeout=30)
     except (av.FFmpegError, OSError, UnicodeError) as e:
         if f is not None:
             f.close()
         raise ValueError(f"not a readable video: {e}") from None
     try:
         facts = _facts(container)
-        # Rotation from the track header where the container has one (MP4, QuickTime: what phones write),
-        # else from the first decoded frame. Whether the stream decodes is then first tried by the
-        # perceptual signature, which decodes anyway.
-        rotation = None
-        if "mp4" in (facts.container or "") or "mov" in (facts.container or ""):
-            try:
-                with open(path, "rb") as fh:
-                    rotation = mp4_rotation(fh)
-            except (OSError, struct.error):
-                rotation = None
         if rotation is None:
             _decode_first_frame(container, facts)
         else:
@@ -217,6 +223,7 @@ def _decode_first_frame(container: Any, facts: MediaFacts) -> None:
     v = container.streams.video[0]
     # One frame is not worth starting a thread pool.
     v.codec_context.thread_count = 1
+    v.codec_context.skip_frame = "DEFAULT"
     facts.rotation = 0
     try:
         for frame in container.decode(v):
