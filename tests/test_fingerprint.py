@@ -151,3 +151,19 @@ def test_the_track_header_gives_the_rotation_a_decoded_frame_would(tmp_path: Pat
         header = mp4_rotation(f)
     assert decoded.rotation == rotation and probe(v).rotation == rotation
     assert header == (None if ext == ".mkv" else rotation)  # Matroska has no track header: a frame is decoded
+
+
+@pytest.mark.parametrize(("codec", "ext", "audio"), [("libx264", ".mp4", True), ("libx264", ".mov", False),
+                                                     ("libx265", ".mp4", False), ("mpeg4", ".3gp", True),
+                                                     ("libx264", ".mkv", True)])  # fmt: skip
+def test_the_probe_without_decoding_finds_what_decoding_finds(tmp_path: Path, codec: str, ext: str, audio: bool) -> None:
+    import av
+
+    from draftsync.fingerprint import _decode_first_frame, _facts
+
+    v = make_video(tmp_path / f"v{ext}", codec=codec, audio=audio, rotation=270, size=(320, 240),
+                   creation_time="2026-05-01T10:00:00.000000Z")  # fmt: skip
+    with av.open(str(v), options={"probesize": "20000000"}) as c:  # streams found by decoding, as before
+        decoded = _facts(c)
+        _decode_first_frame(c, decoded)
+    assert probe(v) == decoded and decoded.rotation == 270
