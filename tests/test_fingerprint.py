@@ -156,7 +156,9 @@ def test_the_track_header_gives_the_rotation_a_decoded_frame_would(tmp_path: Pat
 @pytest.mark.parametrize(("codec", "ext", "audio"), [("libx264", ".mp4", True), ("libx264", ".mov", False),
                                                      ("libx265", ".mp4", False), ("mpeg4", ".3gp", True),
                                                      ("libx264", ".mkv", True)])  # fmt: skip
-def test_the_probe_without_decoding_finds_what_decoding_finds(tmp_path: Path, codec: str, ext: str, audio: bool) -> None:
+def test_the_probe_without_decoding_finds_what_decoding_finds(
+    tmp_path: Path, codec: str, ext: str, audio: bool
+) -> None:
     import av
 
     from draftsync.fingerprint import _decode_first_frame, _facts
