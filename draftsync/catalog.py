@@ -167,6 +167,15 @@ _MIGRATIONS: dict[int, str] = {
     DELETE FROM push_calls WHERE kind = 'status';
     CREATE INDEX push_calls_hash ON push_calls(hash)
     """,
+    # A compact catalog: a source row cost ~500 bytes, a third of it in two indexes that copied whole values.
+    # Sources are found by hash through its 16 hex digits after "blake3:" (64 bits: the full value is compared
+    # on the few rows that share them), and moved files by inode alone (then dev, size and mtime are compared).
+    10: """
+    DROP INDEX IF EXISTS sources_hash;
+    CREATE INDEX sources_hash16 ON sources(substr(hash, 8, 16));
+    DROP INDEX IF EXISTS sources_identity;
+    CREATE INDEX sources_inode ON sources(inode)
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -249,6 +258,11 @@ def _pyi(v: Any) -> int | None:
 
 # A source as a rescan compares it: (path, size, mtime_ns, inode, state, ctime_ns).
 SourceRow = tuple[str, int | None, int | None, int | None, str, int | None]
+
+
+# Sources by content hash, through the index on its first 16 hex digits (two parameters: the hash twice). The
+# `+` keeps SQLite's planner from preferring a scan because of the second term.
+_BY_HASH = "substr(hash, 8, 16) = substr(?, 8, 16) AND +hash = ?"
 
 
 def _under(root: str) -> tuple[str, str]:
@@ -523,14 +537,15 @@ class Catalog:
         return int(rows[0][0])
 
     def sources_of(self, hash: str) -> list[str]:
-        return [_pyp(r[0]) for r in self._q("SELECT path FROM sources WHERE hash=? ORDER BY first_seen", (hash,))]
+        rows = self._q(f"SELECT path FROM sources WHERE {_BY_HASH} ORDER BY first_seen", (hash, hash))
+        return [_pyp(r[0]) for r in rows]
 
     def sightings_of(self, hash: str) -> list[SourceSighting]:
         """Every source path seen with this content: the truth a sidecar's `sources` is written from."""
         rows = self._q(
-            "SELECT path, size, mtime_ns, inode, dev, root, first_seen, ctime_ns FROM sources WHERE hash=? "
+            f"SELECT path, size, mtime_ns, inode, dev, root, first_seen, ctime_ns FROM sources WHERE {_BY_HASH} "
             "AND state IN ('archived','gone') ORDER BY first_seen, path",
-            (hash,),
+            (hash, hash),
         )
         return [
             SourceSighting(_pyp(r[0]), r[1] or 0, _pyi(r[2]) or 0, r[3] or 0, r[4] or 0, _pyp(r[5] or ""),

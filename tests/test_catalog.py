@@ -38,3 +38,24 @@ def test_a_commit_that_does_not_wait_for_the_disk_leaves_the_next_one_durable(tm
     assert c._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for push state and the rest
     assert [r[0] for r in c.sources_under("/in")] == ["/in/a.mp4"]
     c.close()
+
+
+def test_sources_are_found_by_hash_and_inode_through_small_indexes(tmp_path: Path) -> None:
+    from draftsync.catalog import SourceSighting
+
+    c = Catalog(tmp_path / "catalog.db")
+    h = "blake3:" + "ab" * 32
+    with c.tx():
+        for i in range(50):
+            c.record_source(SourceSighting(f"/in/{i}.mp4", 10, 20, 1000 + i, 7, "/in"), h if i < 2 else None, "archived")
+    assert c.sources_of(h) == ["/in/0.mp4", "/in/1.mp4"] and [s.path for s in c.sightings_of(h)] == c.sources_of(h)
+    assert c.hash_by_identity(7, 1001, 10, 20) == h
+    plans = [
+        " ".join(str(r[3]) for r in c._db.execute("EXPLAIN QUERY PLAN " + q, a))
+        for q, a in (("SELECT path FROM sources WHERE " + cat_mod._BY_HASH, (h, h)),
+                     ("SELECT hash FROM sources WHERE dev=? AND inode=? AND size=? AND mtime_ns=?", (7, 1001, 10, 20)))
+    ]  # fmt: skip
+    assert "sources_hash16" in plans[0] and "sources_inode" in plans[1], plans
+    names = {r[0] for r in c._db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert not {"sources_hash", "sources_identity"} & names  # the indexes that copied whole values are gone
+    c.close()
