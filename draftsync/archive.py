@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import re
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from draftsync.errors import Abandoned, ArchiveFull, ItemError
 from draftsync.fingerprint import READ_CHUNK, MediaFacts, hash_file, short
 
 SIDECAR_SUFFIX = ".json"
+_SIDECAR_LOCK = threading.RLock()
 SIDECAR_FORMAT = 1
 MAX_NAME_BYTES = 200
 
@@ -351,17 +353,20 @@ class Archive:
 
     def write_sidecar(self, v: VideoRecord) -> None:
         """Write the sidecar; keys other stages added (perceptual signature, near-duplicates, origin) stay."""
-        data = sidecar_dict(v)
-        old = self.read_sidecar(v.archive_path)
-        if old and old.get("hash") == v.hash:
-            data = {**{k: x for k, x in old.items() if k not in data}, **data}
-        write_json_atomic(sidecar_path(self.path_of(v.archive_path)), data, replace=True)
+        with _SIDECAR_LOCK:
+            data = sidecar_dict(v)
+            old = self.read_sidecar(v.archive_path)
+            if old and old.get("hash") == v.hash:
+                data = {**{k: x for k, x in old.items() if k not in data}, **data}
+            write_json_atomic(sidecar_path(self.path_of(v.archive_path)), data, replace=True)
 
     def update_sidecar(self, rel: str, fields: dict[str, Any]) -> None:
-        data = self.read_sidecar(rel)
-        if data is not None:
-            data.update(fields)
-            write_json_atomic(sidecar_path(self.path_of(rel)), data, replace=True)
+        # Read-modify-write: stages updating one sidecar from two threads (signatures, thumbnails) take turns.
+        with _SIDECAR_LOCK:
+            data = self.read_sidecar(rel)
+            if data is not None:
+                data.update(fields)
+                write_json_atomic(sidecar_path(self.path_of(rel)), data, replace=True)
 
     def read_sidecar(self, video_rel: str) -> dict[str, Any] | None:
         try:

@@ -240,14 +240,25 @@ def _reindex(settings: Settings) -> int:
         catalog, archive = _open(settings)
         try:
             report = reindex(archive, catalog, lambda rel: describe_archived(settings, archive, rel))
+            thumbs = _rebuild_thumbnails(settings, catalog, archive)
         finally:
             catalog.close()
     finally:
         lock.release()
     print(f"catalog rebuilt: {report.videos} videos ({report.orphans_described} described anew from the file)")
+    if thumbs is not None:
+        print(f"thumbnails: {thumbs['kept']} in place, {thumbs['made']} made anew, {thumbs['failed']} not possible")
     for b in report.bad_sidecars:
         print(f"  unusable sidecar: {b}", file=sys.stderr)
     return EXIT_PROBLEMS if report.bad_sidecars else EXIT_OK
+
+
+def _rebuild_thumbnails(settings: Settings, catalog: Any, archive: Any) -> dict[str, int] | None:
+    if not settings.web.thumbnails:
+        return None
+    from draftsync.thumbs import Thumbnailer
+
+    return Thumbnailer(catalog, archive, settings.web.thumbnail_format).rebuild_missing()
 
 
 def _dupes(settings: Settings, as_json: bool) -> int:
