@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
     qu = sub.add_parser("queue", help="list pushed and queued videos with their state")
     qu.add_argument("--json", action="store_true")
+    no = sub.add_parser("notify", help="notification commands")
+    no_sub = no.add_subparsers(dest="notify_command", metavar="SUBCOMMAND")
+    no_sub.add_parser("test", help="send a test message to every [notify] URL and print what each answered")
     return p
 
 
@@ -88,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(["config", "--help"])
     if args.command == "auth" and not getattr(args, "auth_command", None):
         parser.parse_args(["auth", "--help"])
+    if args.command == "notify" and not getattr(args, "notify_command", None):
+        parser.parse_args(["notify", "--help"])
     try:
         settings, path = load(args.config)
         log.register_secrets(secrets_of(settings))
@@ -123,6 +128,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, path: Any) -> int:
         return EXIT_OK
     if cmd == "dupes":
         return _dupes(settings, args.json)
+    if cmd == "notify":
+        return _notify_test(settings)
     if cmd in ("auth", "push", "queue"):
         from draftsync.push import cli as push_cli
 
@@ -251,6 +258,19 @@ def _reindex(settings: Settings) -> int:
     for b in report.bad_sidecars:
         print(f"  unusable sidecar: {b}", file=sys.stderr)
     return EXIT_PROBLEMS if report.bad_sidecars else EXIT_OK
+
+
+def _notify_test(settings: Settings) -> int:
+    from draftsync.notify import try_all
+
+    urls = settings.notify.all_urls()
+    if not urls:
+        print("no notification URLs: set [notify] urls (or urls_file) first", file=sys.stderr)
+        return EXIT_USAGE
+    results = try_all(urls)
+    for where, ok, answer in results:
+        print(f"{'sent  ' if ok else 'FAILED'}  {where}: {answer}")
+    return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_PROBLEMS
 
 
 def _rebuild_thumbnails(settings: Settings, catalog: Any, archive: Any) -> dict[str, int] | None:

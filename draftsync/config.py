@@ -537,7 +537,6 @@ def notify_secrets(settings: Settings) -> list[str]:
     for u in [*urls, settings.notify.ping_url.get_secret_value()]:
         if not u:
             continue
-        out.append(u)
         try:
             parts = urlsplit(u)
             out += [parts.password] if parts.password else []
