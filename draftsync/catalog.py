@@ -573,7 +573,6 @@ class Catalog:
         rows = self._q("SELECT * FROM videos WHERE first_seen>=? ORDER BY first_seen, hash", (since,))
         return [_row_to_video(r) for r in rows]
 
-
     # --- monitoring: thumbnails, the status page, the digest, metrics ------------------------------
 
     @classmethod
@@ -625,7 +624,9 @@ class Catalog:
         """One page of videos, newest archived first, each with its thumbnail path and error (keyset
         pagination: `before` is the last (archived_at, hash) of the previous page; no page reads the
         whole table)."""
-        sql = "SELECT v.*, t.rel AS thumb_rel, t.error AS thumb_error FROM videos v LEFT JOIN thumbs t ON t.hash = v.hash"
+        sql = (
+            "SELECT v.*, t.rel AS thumb_rel, t.error AS thumb_error FROM videos v LEFT JOIN thumbs t ON t.hash = v.hash"
+        )
         args: tuple[Any, ...] = ()
         if before is not None:
             sql += " WHERE (v.archived_at, v.hash) < (?, ?)"

@@ -393,7 +393,9 @@ class NotifyService:
             if "digest" in cfg.events:
                 from draftsync.schedule import trigger
 
-                rt.add_job("digest", self.digest_now, trigger(cfg.digest_schedule, cfg.tz()), misfire_grace_time=6 * 3600)
+                rt.add_job(
+                    "digest", self.digest_now, trigger(cfg.digest_schedule, cfg.tz()), misfire_grace_time=6 * 3600
+                )
                 self._catch_up_digest(rt)
         else:
             rt.problems.subscribe(self._note_raised)
@@ -643,4 +645,3 @@ def try_all(urls: list[str], sender: Sender = send) -> list[tuple[str, bool, str
     """Send the test message to each URL now; (URL with secrets hidden, delivered, answer) for each."""
     msg = sample_message()
     return [(describe_url(u), *sender(u, msg)) for u in urls]
-

@@ -54,7 +54,7 @@ def notice(p: Problem) -> Change:
 # --- the Outbox, as tables ---------------------------------------------------------------------------------
 
 # (changes as (time, change), events, group_seconds, max_per_hour, polls) -> [(poll time, title part, body parts)]
-CASES: list[tuple[str, list[tuple[float, Change]], list[str], float, int, list[float], list[tuple[float, str, list[str]]]]] = [  # noqa: E501
+CASES: list[tuple[str, list[tuple[float, Change]], list[str], float, int, list[float], list[tuple[float, str, list[str]]]]] = [
     ("a problem is told once",
      [(0, raised(A))], ALL, 0, 12, [0, 1], [(0, "archive missing", ["/mnt/usb is not mounted"])]),
     ("reported again, even reworded, it is not told again",

@@ -87,7 +87,7 @@ def test_a_black_opening_is_skipped(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_video_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 5000)
-    with pytest.raises(ValueError, match="cannot open|no video|decode"):
+    with pytest.raises(ValueError, match=r"cannot open|no video|decode"):
         render(bad)
 
 
