@@ -555,13 +555,20 @@ class NotifyService:
 
     # --- pings -------------------------------------------------------------------------------------
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, first_beat_wait: float = 30.0) -> None:
         """Success while healthy; fail, with the reasons, while not (so the outside service alerts)."""
         rt = self.rt
         if rt is None:
             return
+        import os
+
         from draftsync.health import read
 
+        # Right after start-up the daemon has not beaten yet: wait for its first beat, not report it dead.
+        deadline = time.monotonic() + first_beat_wait
+        while _load_json(rt.catalog.get_meta("daemon")).get("pid") != str(os.getpid()):
+            if time.monotonic() >= deadline or rt.stop.wait(0.5):
+                break
         h = read(rt.settings, rt.catalog, self.clock())
         if h.healthy:
             self._ping(ping_url(self.ping_base, "heartbeat", "success"), "ok")

@@ -42,7 +42,7 @@ def samples(text: str, parser: Any = text_string_to_metric_families) -> dict[str
 def test_names_follow_prometheus_conventions(name: str, kind: str) -> None:
     assert re.fullmatch(r"[a-z][a-z0-9_]*", name)
     assert name.endswith("_total") == (kind == "counter")
-    assert not re.search(r"(kib|mib|gib|ms|minutes|hours)(_|$)", name)  # base units only: bytes, seconds
+    assert not re.search(r"(^|_)(kib|mib|gib|ms|milliseconds|minutes|hours)(_|$)", name)  # base units: bytes, seconds
     if "bytes" in name or "seconds" in name or "timestamp" in name:
         assert re.search(r"_(bytes|seconds)(_total)?$", name)
 
@@ -73,7 +73,7 @@ def world(env: Env) -> tuple[Any, Catalog]:
 
 
 def test_the_scrape_says_what_the_catalog_says(world: tuple[Any, Catalog], env: Env) -> None:
-    s, cat = world
+    s, _ = world
     reader = Catalog.open_readonly(s.catalog_path)
     body, ctype = exposition(registry(s, reader, lambda: {"sent": 4, "failed": 1}))
     assert ctype.startswith("text/plain; version=0.0.4")

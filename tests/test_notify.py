@@ -331,7 +331,7 @@ def test_pings_around_scrub_and_push_windows_and_a_heartbeat(env: Env, receiver:
     rt.problems.report("push_reauth", "push_reauth", "TikTok needs re-authorising: run `draftsync auth tiktok`")
     svc._job_event(JobExecutionEvent(EVENT_JOB_EXECUTED, "push", None, now))
     svc._job_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, "rescan", None, [now]))  # not watched
-    svc.heartbeat()  # the daemon is not running here: unhealthy
+    svc.heartbeat(first_beat_wait=0)  # the daemon is not running here: unhealthy
     svc.pass_once(wait=0)
     assert receiver.paths() == ["/ping/scrub/start", "/ping/scrub", "/ping/push/start", "/ping/push/fail",
                                 "/ping/heartbeat/fail"]  # fmt: skip

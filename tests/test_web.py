@@ -318,9 +318,12 @@ def test_a_taken_port_is_told_as_a_problem_and_cleared_when_free(env: Env, daemo
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
     port = squatter.getsockname()[1]
-    env.write_config(web={"listen": port}, notify={"urls": [receiver.url()], "group_seconds": 0})
+    env.write_config(web={"listen": port}, notify={"urls": [receiver.url()], "group_seconds": 0,
+                                                   "ping_url": receiver.http("/ping/{check}")})  # fmt: skip
     d = daemon()
     wait_for(lambda: receiver.messages(), 30, what="a notification that the page cannot listen")
+    wait_for(lambda: "/ping/heartbeat" in receiver.paths(), 30, what="a heartbeat ping (healthy: a taken port "
+             "does not stop archiving)")  # fmt: skip
     (m,) = receiver.messages()
     assert "status page down" in m["title"] and f"127.0.0.1:{port}" in m["message"]
     st = env.status()
@@ -366,3 +369,32 @@ def test_healthz_turns_503_and_the_owner_is_told_when_the_archive_bind_mount_goe
         assert v.exists() and d.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(env.archive)], capture_output=True)
+
+
+def test_help_status_and_scan_start_without_the_monitoring_stack(env: Env) -> None:
+    """Start-up time matters for the commands people type: apprise, Jinja2 and prometheus-client load only
+    in the daemon (and `notify test`)."""
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from draftsync import cli\n"
+        "for argv in (['--help'], ['--config', sys.argv[1], 'status'], ['--config', sys.argv[1], 'scan']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        cli.main(argv)\n"
+        "heavy = ('apprise', 'jinja2', 'prometheus_client', 'playwright', 'draftsync.web', 'draftsync.notify')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(env.config)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_example_config_documents_the_defaults() -> None:
+    import tomllib
+
+    from draftsync.config import NotifyConfig, Settings, WebConfig
+
+    example = Settings(**tomllib.loads((Path(__file__).parent.parent / "config/draftsync.example.toml").read_text()))
+    assert example.notify.model_dump() == NotifyConfig().model_dump()
+    assert example.web.model_dump() == WebConfig().model_dump()
