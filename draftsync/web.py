@@ -40,7 +40,7 @@ _log = log.get("draftsync.web")
 
 MAX_CONCURRENT = 16  # requests served at once; more wait briefly, then are refused
 REQUEST_TIMEOUT = 15.0  # seconds a client may take to send its request
-BIND_RETRY = 5.0  # seconds between attempts to listen while the address is taken
+BIND_RETRY = 2.0  # seconds between attempts to listen while the address is taken
 GROUPS_TTL = 60.0  # near-duplicate groups are recomputed at most this often
 GROUPS_SHOWN = 6
 QUEUE_SHOWN = 20

@@ -339,8 +339,11 @@ def test_pings_around_scrub_and_push_windows_and_a_heartbeat(env: Env, receiver:
     assert "push_reauth" in bodies[3] and "not running" in bodies[4]
 
 
-def test_notify_test_prints_what_each_url_answered_without_secrets(env: Env, receiver: Receiver) -> None:
+def test_notify_test_prints_what_each_url_answered_without_secrets(env: Env, receiver: Receiver,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     import socket
+
+    from draftsync.cli import _notify_test
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -356,23 +359,38 @@ def test_notify_test_prints_what_each_url_answered_without_secrets(env: Env, rec
     (m,) = receiver.messages()
     assert "test message" in m["title"]
     env.write_config()
-    r = env.cli("notify", "test")
-    assert r.returncode == 2 and "[notify] urls" in r.stderr
+    assert _notify_test(load(str(env.config))[0]) == 2
+    assert "[notify] urls" in capsys.readouterr().err
+
+
+def _config_error(env: Env) -> str:
+    from draftsync.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load(str(env.config))
+    return str(e.value)
 
 
 def test_notify_config_is_checked_and_secrets_never_echoed(env: Env) -> None:
+    from draftsync.cli import _to_toml
+
     env.write_config(notify={"events": ["archive_missing", "disk_on_fire"]})
-    r = env.cli("config", "show")
-    assert r.returncode == 2 and "notify.events" in r.stderr and "disk_on_fire" in r.stderr
-    env.write_config(notify={"urls": 42, "digest_schedule": "0 25 * * *"})
-    r = env.cli("config", "show")
-    assert r.returncode == 2 and "notify.digest_schedule" in r.stderr
+    err = _config_error(env)
+    assert "notify.events" in err and "disk_on_fire" in err
+    env.write_config(notify={"urls": [42], "digest_schedule": "0 25 * * *"})
+    err = _config_error(env)
+    assert "notify.digest_schedule" in err and "hour" in err
+    env.write_config(notify={"urls": {"not": "a list"}, "ping_url": ["https://hc-ping.com/TopSecretUuid1234"]})
+    err = _config_error(env)
+    assert "notify.urls" in err and "TopSecretUuid1234" not in err
     env.write_config(notify={"urls": "ntfy://:TopSecretToken99@ntfy.example.com/backups"})
-    r = env.cli("config", "show")
-    assert r.returncode == 0 and "TopSecretToken99" not in r.stdout and "urls = " in r.stdout
+    shown = _to_toml(load(str(env.config))[0].model_dump(mode="json"))  # what `config show` prints
+    assert "TopSecretToken99" not in shown and "urls = " in shown
 
 
 def test_a_urls_file_adds_urls_and_a_missing_one_is_a_clear_error(env: Env, tmp_path: Path) -> None:
+    from draftsync.errors import ConfigError
+
     f = tmp_path / "urls"
     f.write_text("# mine\nntfy://ntfy.example.com/a\n\njson://127.0.0.1:9/x\n")
     env.write_config(notify={"urls": ["gotify://g.example.com/token1234"], "urls_file": str(f)})
@@ -380,5 +398,5 @@ def test_a_urls_file_adds_urls_and_a_missing_one_is_a_clear_error(env: Env, tmp_
     assert s.notify.all_urls() == ["gotify://g.example.com/token1234", "ntfy://ntfy.example.com/a",
                                    "json://127.0.0.1:9/x"]  # fmt: skip
     f.unlink()
-    r = env.cli("notify", "test")
-    assert r.returncode == 2 and "notify.urls_file" in r.stderr
+    with pytest.raises(ConfigError, match=r"notify\.urls_file"):
+        s.notify.all_urls()

@@ -1,5 +1,7 @@
-"""The status page in a real headless browser (Debian's chromium driven by Playwright): the daemon archives
-real clips, and the page shows them with every thumbnail loaded, near-duplicates side by side, and health.
+"""The real daemon serving its web side: /healthz, /metrics (parsed with prometheus-client's parser),
+thumbnails, and the status page in a real headless browser (Debian's chromium driven by Playwright): the
+daemon archives real clips, and the page shows them with every thumbnail loaded, near-duplicates side by
+side, and health.
 
 Set DRAFTSYNC_SCREENSHOT=docs/status-page.png to keep the screenshot the README shows."""
 
@@ -34,7 +36,7 @@ def _metrics(port: int) -> str:
         return ""
 
 
-def test_the_status_page_shows_the_archive_with_its_thumbnails(env: Env, daemon: Callable[..., DaemonProc],
+def test_the_daemon_serves_health_metrics_thumbnails_and_a_page_a_browser_shows(env: Env, daemon: Callable[..., DaemonProc],
                                                                tmp_path: Path) -> None:  # fmt: skip
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is required for this test (.ci/run installs it)")
@@ -53,6 +55,7 @@ def test_the_status_page_shows_the_archive_with_its_thumbnails(env: Env, daemon:
              "draftsync_thumbnails_pending 0.0", "draftsync_signatures_pending 0.0")), 60,
              what="6 videos archived, with thumbnails and signatures")  # fmt: skip
     archived = [p.name for p in env.archived_videos()]
+    _check_http(env, d, port)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         try:
@@ -75,3 +78,30 @@ def test_the_status_page_shows_the_archive_with_its_thumbnails(env: Env, daemon:
         finally:
             browser.close()
     assert d.stop() == 0
+    with pytest.raises(httpx.HTTPError):  # nothing listens once the daemon stopped
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+def _check_http(env: Env, d: DaemonProc, port: int) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    assert r.status_code == 200 and r.json()["healthy"] is True and r.headers["content-type"] == "application/json"
+    m = {s.name + str(sorted(s.labels.items())): s.value
+         for f in text_string_to_metric_families(_metrics(port)) for s in f.samples}  # fmt: skip
+    assert m["draftsync_archived_videos_total[]"] == 6 and m["draftsync_healthy[]"] == 1
+    assert m["draftsync_archived_bytes_total[]"] == sum(p.stat().st_size for p in env.archived_videos())
+    assert m[f"draftsync_watch_root_mode[('mode', 'inotify'), ('root', '{env.inbox}')]"] == 1
+    assert m[f"draftsync_watch_root_healthy[('root', '{env.inbox}')]"] == 1
+    assert m["draftsync_files_settling[]"] == 0 and m["draftsync_ingest_failures_total[]"] == 0
+    assert abs(m["draftsync_last_ingest_timestamp_seconds[]"] - time.time()) < 600
+    page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-security-policy"].startswith("default-src 'none'")
+    srcs = {x.split('"')[0] for x in page.text.split('<img src="')[1:]}
+    assert len(srcs) == 6
+    for src in srcs:
+        img = httpx.get(f"http://127.0.0.1:{port}{src}", timeout=10)
+        assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg" and img.content[:2] == b"\xff\xd8"
+    assert httpx.post(f"http://127.0.0.1:{port}/", timeout=10).status_code == 405
+    listening = [e for e in d.events() if e.get("event") == "status page listening"]
+    assert listening and listening[0]["url"] == f"http://127.0.0.1:{port}/"
