@@ -144,6 +144,7 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX videos_archived ON videos(archived_at, hash);
     CREATE INDEX events_level ON events(level, id);
+    CREATE INDEX sources_state ON sources(state);
     """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
@@ -612,11 +613,20 @@ class Catalog:
         )
         return [_row_to_video(r) for r in rows]
 
-    def thumb_counts(self) -> dict[str, int]:
-        r = self._q(
-            "SELECT COUNT(t.hash), COALESCE(SUM(t.rel IS NOT NULL), 0) FROM videos v JOIN thumbs t ON t.hash = v.hash"
-        )[0]
-        return {"attempted": int(r[0]), "made": int(r[1])}
+    def thumbs_attempted(self) -> int:
+        """Videos with a thumbnail or a recorded reason for none (rows of videos gone are pruned by reindex)."""
+        return int(self._q("SELECT COUNT(*) FROM thumbs")[0][0])
+
+    def prune_thumbs(self) -> int:
+        with self.tx() as db:
+            return db.execute("DELETE FROM thumbs WHERE hash NOT IN (SELECT hash FROM videos)").rowcount
+
+    def archive_totals(self) -> dict[str, Any]:
+        """What the page and /metrics show on every request, from indexes only (no scan of the videos rows)."""
+        n, total = self._q("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM videos")[0]  # covered by videos_size
+        last = self._q("SELECT MAX(archived_at) FROM videos")[0][0]
+        failing = self._q("SELECT COUNT(*) FROM sources WHERE state = 'failed'")[0][0]
+        return {"videos": int(n), "bytes": int(total), "last_ingest": last, "failing": int(failing)}
 
     def videos_page(
         self, limit: int, before: tuple[float, str] | None = None

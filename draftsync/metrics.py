@@ -114,11 +114,11 @@ class DraftsyncCollector:
         yield f
 
     def _archive(self) -> Iterator[Any]:
-        c = self.catalog.counts()
+        c = self.catalog.archive_totals()
         yield from self._one("archived_videos_total", c["videos"])
         yield from self._one("archived_bytes_total", c["bytes"])
         yield from self._one("last_ingest_timestamp_seconds", c["last_ingest"])
-        yield from self._one("files_failing", c["sources"].get("failed", 0))
+        yield from self._one("files_failing", c["failing"])
 
     def _ingest(self) -> Iterator[Any]:
         d = self._daemon()
@@ -155,7 +155,7 @@ class DraftsyncCollector:
         s = self.catalog.signature_counts(VERSION)
         yield from self._one("signatures_pending", max(0, s["videos"] - s["signed"]))
         if self.settings.web.thumbnails:
-            yield from self._one("thumbnails_pending", max(0, s["videos"] - self.catalog.thumb_counts()["attempted"]))
+            yield from self._one("thumbnails_pending", max(0, s["videos"] - self.catalog.thumbs_attempted()))
 
     def _push(self) -> Iterator[Any]:
         counts = self.catalog.push_state_counts()

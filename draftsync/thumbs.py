@@ -196,6 +196,7 @@ class Thumbnailer:
     def rebuild_missing(self, page: int = 500) -> dict[str, int]:
         """`reindex`: every video gets its thumbnail back: recorded if the file is there, made if not."""
         counts = {"kept": 0, "made": 0, "failed": 0}
+        self.catalog.prune_thumbs()  # videos that are no longer in the catalog
         for v in _all_videos(self.catalog, page):
             if self.should_stop():
                 break

@@ -42,6 +42,7 @@ MAX_CONCURRENT = 16  # requests served at once; more wait briefly, then are refu
 REQUEST_TIMEOUT = 15.0  # seconds a client may take to send its request
 BIND_RETRY = 2.0  # seconds between attempts to listen while the address is taken
 GROUPS_TTL = 60.0  # near-duplicate groups are recomputed at most this often
+FACTS_TTL = 30.0  # counts that need a scan of a large table
 GROUPS_SHOWN = 6
 QUEUE_SHOWN = 20
 COOKIE = "draftsync_token"
@@ -139,6 +140,7 @@ class App:
         self.clock = clock
         self.notifications = notifications
         self._groups: tuple[float, list[dict[str, Any]]] | None = None
+        self._facts: dict[str, tuple[float, Any]] = {}
         self._groups_lock = threading.Lock()
         self._env: Any = None
         self._registry: Any = None
@@ -258,9 +260,10 @@ class App:
             "title": f"draftsync on {self.host}", "now": now, "health": health,
             "roots": [r | {"mode": r["mode"] if health.running else "stopped"} for r in c.roots()
                       if r["path"] in configured],
-            "counts": c.counts(), "archive_root": str(s.archive.root),
+            "counts": c.archive_totals(), "archive_root": str(s.archive.root),
             "archive_free": free_bytes(s.archive.root) if s.archive.root.is_dir() else None,
-            "state_free": free_bytes(s.state.dir), "signatures": c.signature_counts(VERSION),
+            "state_free": free_bytes(s.state.dir),
+            "signatures": self._cached("signatures", FACTS_TTL, lambda: c.signature_counts(VERSION)),
             "problems": c.problems(),
             "videos": [_card(v, rel, err) for v, rel, err in rows],
             "older": f"{rows[-1][0].archived_at!r}_{rows[-1][0].hash.split(':', 1)[-1]}" if more and rows else None,
@@ -276,6 +279,15 @@ class App:
         gs = self.groups()
         return {"title": f"near-duplicates on {self.host}", "groups": gs[(n - 1) * per : n * per], "page": n,
                 "pages": max(1, (len(gs) + per - 1) // per), "total": len(gs)}  # fmt: skip
+
+    def _cached(self, key: str, ttl: float, compute: Callable[[], Any]) -> Any:
+        """Facts that cost a scan (signature counts) are read at most every `ttl` seconds."""
+        now = self.clock()
+        hit = self._facts.get(key)
+        if hit is None or now - hit[0] > ttl:
+            hit = (now, compute())
+            self._facts[key] = hit
+        return hit[1]
 
     def groups(self) -> list[dict[str, Any]]:
         """Near-duplicate groups as contact sheets (cached briefly: computing them reads every link)."""
