@@ -141,6 +141,7 @@ class App:
         self.notifications = notifications
         self._groups: tuple[float, list[dict[str, Any]]] | None = None
         self._facts: dict[str, tuple[float, Any]] = {}
+        self._refreshing = False
         self._groups_lock = threading.Lock()
         self._env: Any = None
         self._registry: Any = None
@@ -290,28 +291,41 @@ class App:
         return hit[1]
 
     def groups(self) -> list[dict[str, Any]]:
-        """Near-duplicate groups as contact sheets (cached briefly: computing them reads every link)."""
-        from draftsync.neardup import groups
-
+        """Near-duplicate groups as contact sheets. Computing them reads every link, so they are cached;
+        once stale they are recomputed in the background while the page shows the previous ones."""
         now = self.clock()
         with self._groups_lock:
-            if self._groups is None or now - self._groups[0] > GROUPS_TTL:
-                out = []
-                for g in sorted(groups(self.catalog), key=lambda g: g["members"][-1]["capture_time"] if g["members"]
-                                else "", reverse=True):  # fmt: skip
-                    best: dict[str, float] = {}
-                    for p in g["pairs"]:
-                        for h in (p["a"], p["b"]):
-                            best[h] = max(best.get(h, 0.0), p["similarity"])
-                    members = []
-                    for m in g["members"]:
-                        t = self.catalog.thumb(m["hash"])
-                        members.append(m | {"name": PurePosixPath(m["archive_path"]).name,
-                                            "thumb": m["hash"].split(":", 1)[-1] if t and t[0] else None,
-                                            "similarity": best.get(m["hash"])})  # fmt: skip
-                    out.append({"members": members})
-                self._groups = (now, out)
-            return self._groups[1]
+            cached = self._groups
+            if cached is not None and now - cached[0] > GROUPS_TTL and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh_groups, name="web-groups", daemon=True).start()
+        if cached is None:
+            return self._refresh_groups()
+        return cached[1]
+
+    def _refresh_groups(self) -> list[dict[str, Any]]:
+        from draftsync.neardup import groups
+
+        try:
+            out = []
+            for g in sorted(groups(self.catalog), key=lambda g: g["members"][-1]["capture_time"] if g["members"]
+                            else "", reverse=True):  # fmt: skip
+                best: dict[str, float] = {}
+                for p in g["pairs"]:
+                    for h in (p["a"], p["b"]):
+                        best[h] = max(best.get(h, 0.0), p["similarity"])
+                members = []
+                for m in g["members"]:
+                    t = self.catalog.thumb(m["hash"])
+                    members.append(m | {"name": PurePosixPath(m["archive_path"]).name,
+                                        "thumb": m["hash"].split(":", 1)[-1] if t and t[0] else None,
+                                        "similarity": best.get(m["hash"])})  # fmt: skip
+                out.append({"members": members})
+            with self._groups_lock:
+                self._groups = (self.clock(), out)
+            return out
+        finally:
+            self._refreshing = False
 
     def _html(self, template: str, data: dict[str, Any]) -> Response:
         body = self.env().get_template(template).render(**data).encode()
@@ -460,6 +474,8 @@ class WebService:
         n = self.notify
         counts = (lambda: {"sent": n.sent_total, "failed": n.failed_total}) if n is not None and n.urls else None
         self.app = App(rt.settings, self.catalog, token, counts)
+        app = self.app
+        threading.Thread(target=lambda: app.groups(), name="web-warm", daemon=True).start()  # the first view waits less
         rt.supervisor.spawn("web", self._serve_once, rt.stop, interval=0, max_silence=120)
 
     def _serve_once(self) -> None:

@@ -203,6 +203,21 @@ def test_the_page_shows_problems_folders_dupes_queue_and_errors(filled: tuple[An
     assert "<script" not in html
 
 
+def test_near_duplicate_groups_are_refreshed_in_the_background(filled: tuple[Any, Catalog]) -> None:
+    s, cat = filled
+    now = [1000.0]
+    app = _app(s, clock=lambda: now[0])
+    cat.link(_video(1, 0).hash, _video(2, 0).hash, 0.93)
+    assert len(app.groups()) == 1
+    cat.link(_video(5, 0).hash, _video(6, 0).hash, 0.88)
+    assert len(app.groups()) == 1  # cached
+    now[0] += 61
+    assert len(app.groups()) == 1  # stale, served while the new ones are computed
+    wait_for(lambda: len(app.groups()) == 2, 20, what="the refreshed groups")
+    html = app.handle("GET", "/dupes", LOCAL).body.decode()
+    assert html.count('class="sheet"') == 2 and "clip_00005.mp4" in html
+
+
 def test_each_queued_item_says_when_its_turn_comes(filled: tuple[Any, Catalog]) -> None:
     from datetime import datetime
 
