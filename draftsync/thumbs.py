@@ -236,6 +236,7 @@ class ThumbService:
 
     def __init__(self) -> None:
         self.wake = threading.Event()
+        self.idle = threading.Event()  # set while the loop sleeps with nothing to do
         self.maker: Thumbnailer | None = None
 
     def start(self, rt: Runtime) -> None:
@@ -248,7 +249,9 @@ class ThumbService:
         def once() -> None:
             assert self.maker is not None
             if self.maker.backfill(20) == 0:
+                self.idle.set()
                 self.wake.wait(60.0)  # nothing to do: sleep until a video is archived (or a minute passes)
+                self.idle.clear()
                 self.wake.clear()
 
         rt.supervisor.spawn("thumbnails", once, stop, interval=0, max_silence=900)

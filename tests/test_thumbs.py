@@ -174,3 +174,35 @@ def test_reindex_brings_back_missing_thumbnails(env: Env, archived: tuple[Catalo
     assert "thumbnails: 2 in place, 1 made anew" in capsys.readouterr().out
     assert all(p.is_file() for p in thumbs)
     assert all(sc.get("thumbnail", "").startswith(THUMB_DIR) for sc in env.sidecars())
+
+
+def test_the_service_makes_a_thumbnail_when_a_video_is_archived(env: Env) -> None:
+    import threading
+    from datetime import UTC
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from draftsync.problems import Problems
+    from draftsync.runtime import Runtime
+    from draftsync.supervise import Supervisor
+    from draftsync.thumbs import ThumbService
+    from tests.conftest import wait_for
+
+    s, _ = load(str(env.config))
+    cat = Catalog(s.catalog_path)
+    arc = Archive(s.archive.root, s.archive.layout)
+    rt = Runtime(s, cat, arc, Problems(cat), Supervisor(), BackgroundScheduler(timezone=UTC), threading.Event())
+    svc = ThumbService()
+    svc.start(rt)
+    try:
+        wait_for(svc.idle.is_set, 20, what="the loop to find nothing to do and sleep (for a minute)")
+        out = Ingestor(s, cat, arc).ingest(str(make_video(env.inbox / "new.mp4", seed=220)), str(env.inbox))
+        v = cat.video(out.hash or "")
+        assert v is not None
+        rt.archived(v)  # what the daemon calls after each archived video
+        wait_for(lambda: cat.thumb(v.hash) == (thumb_rel(v.hash), None), 20, what="the thumbnail")
+        assert (env.archive / thumb_rel(v.hash)).is_file()
+        assert not rt.supervisor.dead()
+    finally:
+        rt.stop.set()
+        svc.stop()

@@ -382,3 +382,30 @@ def test_the_example_config_documents_the_defaults() -> None:
     example = Settings(**tomllib.loads((Path(__file__).parent.parent / "config/draftsync.example.toml").read_text()))
     assert example.notify.model_dump() == NotifyConfig().model_dump()
     assert example.web.model_dump() == WebConfig().model_dump()
+
+
+def test_an_unreadable_or_empty_token_file_keeps_the_page_off_and_says_so(env: Env, tmp_path: Path) -> None:
+    import threading
+    from datetime import UTC
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from draftsync.archive import Archive
+    from draftsync.runtime import Runtime
+    from draftsync.supervise import Supervisor
+    from draftsync.web import WebService
+
+    port = free_port()
+    tok = tmp_path / "token"
+    tok.write_text("\n")
+    env.write_config(web={"listen": f"0.0.0.0:{port}", "token_file": str(tok)})
+    s, _ = load(str(env.config))
+    cat = Catalog(s.catalog_path)
+    for problem in ("is empty", "cannot read"):
+        rt = Runtime(s, cat, Archive(s.archive.root, s.archive.layout), Problems(cat), Supervisor(),
+                     BackgroundScheduler(timezone=UTC), threading.Event())  # fmt: skip
+        WebService().start(rt)
+        p = rt.problems.get("web")
+        assert p is not None and "status page is off" in p.message and problem in p.message
+        assert rt.supervisor.loops() == [] and _up(port) is None
+        tok.unlink(missing_ok=True)
