@@ -96,7 +96,8 @@ def push_queue(settings: Settings, catalog: Catalog, now: float, limit: int = QU
         nxt = next_fire(settings.push.schedule, settings.push.tz(), datetime.fromtimestamp(now).astimezone())
         window = nxt.timestamp() if nxt else None
         budget = push_status(settings, catalog)["budget"]
-        slot, slot_why = budget["next_slot"], budget["next_slot_reason"]
+        if budget["next_slot"] and budget["next_slot"] > now and budget["next_slot_reason"]:
+            slot, slot_why = budget["next_slot"], budget["next_slot_reason"]
     turn, turn_why = max(((t, why) for t, why in ((window, "next push window"), (slot, slot_why)) if t),
                          key=lambda x: x[0], default=(None, ""))  # fmt: skip
     active = [r for r in rows if r["state"] in ("uploading", "processing")]
@@ -269,7 +270,7 @@ class App:
             "videos": [_card(v, rel, err) for v, rel, err in rows],
             "older": f"{rows[-1][0].archived_at!r}_{rows[-1][0].hash.split(':', 1)[-1]}" if more and rows else None,
             "paged": cursor is not None,
-            "groups": self.groups()[:GROUPS_SHOWN], "groups_total": len(self.groups()),
+            "groups": self.with_thumbs(self.groups()[:GROUPS_SHOWN]), "groups_total": len(self.groups()),
             "queue": push_queue(s, c, now), "push_enabled": s.push.enabled,
             "errors": c.recent_events(("error", "warning"), 15),
         }  # fmt: skip
@@ -278,8 +279,19 @@ class App:
         n = int(page) if page.isdigit() and int(page) > 0 else 1
         per = 20
         gs = self.groups()
-        return {"title": f"near-duplicates on {self.host}", "groups": gs[(n - 1) * per : n * per], "page": n,
+        return {"title": f"near-duplicates on {self.host}", "groups": self.with_thumbs(gs[(n - 1) * per : n * per]), "page": n,
                 "pages": max(1, (len(gs) + per - 1) // per), "total": len(gs)}  # fmt: skip
+
+    def with_thumbs(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The shown groups' members with their thumbnails as of now (the groups themselves may be cached)."""
+        out = []
+        for g in groups:
+            members = []
+            for m in g["members"]:
+                t = self.catalog.thumb(m["hash"])
+                members.append(m | {"thumb": m["hash"].split(":", 1)[-1] if t and t[0] else None})
+            out.append({"members": members})
+        return out
 
     def _cached(self, key: str, ttl: float, compute: Callable[[], Any]) -> Any:
         """Facts that cost a scan (signature counts) are read at most every `ttl` seconds."""
@@ -314,12 +326,8 @@ class App:
                 for p in g["pairs"]:
                     for h in (p["a"], p["b"]):
                         best[h] = max(best.get(h, 0.0), p["similarity"])
-                members = []
-                for m in g["members"]:
-                    t = self.catalog.thumb(m["hash"])
-                    members.append(m | {"name": PurePosixPath(m["archive_path"]).name,
-                                        "thumb": m["hash"].split(":", 1)[-1] if t and t[0] else None,
-                                        "similarity": best.get(m["hash"])})  # fmt: skip
+                members = [m | {"name": PurePosixPath(m["archive_path"]).name, "similarity": best.get(m["hash"])}
+                           for m in g["members"]]  # fmt: skip
                 out.append({"members": members})
             with self._groups_lock:
                 self._groups = (self.clock(), out)

@@ -224,15 +224,19 @@ def test_each_queued_item_says_when_its_turn_comes(filled: tuple[Any, Catalog]) 
     s, cat = filled
     for i in range(7):
         cat.enqueue_push(_video(i, 0).hash)
-    now = datetime(2026, 12, 1, 8, 0).astimezone().timestamp()
-    cat.update_push(_video(0, 0).hash, next_try=now + 20 * 3600, reason="TikTok rate limit")
+    from draftsync.schedule import next_fire
+
+    now = time.time()  # the budget reads the real clock; the window is computed from it
+    cat.update_push(_video(0, 0).hash, next_try=now + 30 * 3600, reason="TikTok rate limit")
     q = push_queue(s, cat, now)
     assert len(q) == 7 and all(x.state == "queued" for x in q)
-    nine = datetime(2026, 12, 1, 9, 0).astimezone().timestamp()  # push.schedule "0 9 * * *"
+    nxt = next_fire(s.push.schedule, s.push.tz(), datetime.fromtimestamp(now).astimezone())  # "0 9 * * *"
+    assert nxt is not None
+    nine = nxt.timestamp()
     turns = [(x.name, x.turn_at, x.turn_note) for x in q]
     assert turns == [(f"clip_0000{i}.mp4", nine, "next push window") for i in range(1, 6)] + [
         ("clip_00006.mp4", None, "after 5 ahead of it"),  # push.max_per_run = 5 per window
-        ("clip_00000.mp4", now + 20 * 3600, "TikTok rate limit"),  # deferred past the window: its own time
+        ("clip_00000.mp4", now + 30 * 3600, "TikTok rate limit"),  # deferred past the window: its own time
     ]
 
 

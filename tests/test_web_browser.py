@@ -85,7 +85,9 @@ def test_the_daemon_serves_health_metrics_thumbnails_and_a_page_a_browser_shows(
 def _check_http(env: Env, d: DaemonProc, port: int) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    # The daemon's first heartbeat follows "ready" by about a second; until then /healthz says "not running".
+    r = wait_for(lambda: (x := httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)).status_code == 200 and x,
+                 20, what="/healthz 200")  # fmt: skip
     assert r.status_code == 200 and r.json()["healthy"] is True and r.headers["content-type"] == "application/json"
     m = {s.name + str(sorted(s.labels.items())): s.value
          for f in text_string_to_metric_families(_metrics(port)) for s in f.samples}  # fmt: skip
