@@ -166,6 +166,18 @@ _MIGRATIONS: dict[int, str] = {
     DELETE FROM push_calls WHERE kind = 'status';
     CREATE INDEX push_calls_hash ON push_calls(hash)
     """,
+    # Monitoring: thumbnails made (or why not), and the indexes the status page pages by.
+    9: """
+    CREATE TABLE thumbs(
+        hash TEXT PRIMARY KEY,
+        rel TEXT,
+        error TEXT,
+        made_at REAL NOT NULL
+    );
+    CREATE INDEX videos_archived ON videos(archived_at, hash);
+    CREATE INDEX events_level ON events(level, id);
+    CREATE INDEX IF NOT EXISTS sources_state ON sources(state);
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -776,3 +788,101 @@ class Catalog:
     def videos_since(self, since: float) -> list[VideoRecord]:
         rows = self._q("SELECT * FROM videos WHERE first_seen>=? ORDER BY first_seen, hash", (since,))
         return [_row_to_video(r) for r in rows]
+
+    # --- monitoring: thumbnails, the status page, the digest, metrics ------------------------------
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Catalog:
+        """A connection that cannot write (the web server's): SQLite refuses any write on it."""
+        self = cls.__new__(cls)
+        self.path = path
+        try:
+            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+                                       check_same_thread=False, isolation_level=None)  # fmt: skip
+            self._db.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as e:
+            raise ConfigError(f"cannot open the catalog {path} for reading: {e}") from None
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._depth = 0
+        return self
+
+    def set_thumb(self, hash: str, rel: str | None, error: str | None) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO thumbs(hash, rel, error, made_at) VALUES(?,?,?,?)",
+                (hash, rel, error, time.time()),
+            )
+
+    def thumb(self, hash: str) -> tuple[str | None, str | None] | None:
+        """(relative path, error) of a video's thumbnail, or None if none was attempted."""
+        rows = self._q("SELECT rel, error FROM thumbs WHERE hash=?", (hash,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def unthumbed(self, limit: int) -> list[VideoRecord]:
+        """Videos with no thumbnail attempt yet, newest first (the status page fills from the top)."""
+        rows = self._q(
+            "SELECT v.* FROM videos v LEFT JOIN thumbs t ON t.hash = v.hash WHERE t.hash IS NULL "
+            "ORDER BY v.archived_at DESC, v.hash DESC LIMIT ?",
+            (limit,),
+        )
+        return [_row_to_video(r) for r in rows]
+
+    def thumbs_attempted(self) -> int:
+        """Videos with a thumbnail or a recorded reason for none (rows of videos gone are pruned by reindex)."""
+        return int(self._q("SELECT COUNT(*) FROM thumbs")[0][0])
+
+    def prune_thumbs(self) -> int:
+        with self.tx() as db:
+            return db.execute("DELETE FROM thumbs WHERE hash NOT IN (SELECT hash FROM videos)").rowcount
+
+    def archive_totals(self) -> dict[str, Any]:
+        """What the page and /metrics show on every request, from indexes only (no scan of the videos rows)."""
+        n, total = self._q("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM videos")[0]  # covered by videos_size
+        last = self._q("SELECT MAX(archived_at) FROM videos")[0][0]
+        failing = self._q("SELECT COUNT(*) FROM sources WHERE state = 'failed'")[0][0]
+        return {"videos": int(n), "bytes": int(total), "last_ingest": last, "failing": int(failing)}
+
+    def videos_page(
+        self, limit: int, before: tuple[float, str] | None = None
+    ) -> list[tuple[VideoRecord, str | None, str | None]]:
+        """One page of videos, newest archived first, each with its thumbnail path and error (keyset
+        pagination: `before` is the last (archived_at, hash) of the previous page; no page reads the
+        whole table)."""
+        sql = (
+            "SELECT v.*, t.rel AS thumb_rel, t.error AS thumb_error FROM videos v LEFT JOIN thumbs t ON t.hash = v.hash"
+        )
+        args: tuple[Any, ...] = ()
+        if before is not None:
+            sql += " WHERE (v.archived_at, v.hash) < (?, ?)"
+            args = before
+        rows = self._q(sql + " ORDER BY v.archived_at DESC, v.hash DESC LIMIT ?", (*args, limit))
+        return [(_row_to_video(r), r["thumb_rel"], r["thumb_error"]) for r in rows]
+
+    def archived_between(self, start: float, end: float, limit: int) -> tuple[int, int, list[VideoRecord]]:
+        """(count, bytes, the `limit` latest) of videos archived in [start, end)."""
+        r = self._q("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM videos WHERE archived_at >= ? AND archived_at < ?",
+                    (start, end))[0]  # fmt: skip
+        rows = self._q(
+            "SELECT * FROM videos WHERE archived_at >= ? AND archived_at < ? ORDER BY archived_at DESC, hash DESC "
+            "LIMIT ?",
+            (start, end, limit),
+        )
+        return int(r[0]), int(r[1]), [_row_to_video(x) for x in rows]
+
+    def hashes_archived_between(self, start: float, end: float) -> set[str]:
+        rows = self._q("SELECT hash FROM videos WHERE archived_at >= ? AND archived_at < ?", (start, end))
+        return {x[0] for x in rows}
+
+    def recent_events(self, levels: tuple[str, ...], limit: int) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(levels))
+        rows = self._q(f"SELECT * FROM events WHERE level IN ({marks}) ORDER BY id DESC LIMIT ?", (*levels, limit))
+        return [dict(r) for r in rows]
+
+    def push_state_counts(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in self._q("SELECT state, COUNT(*) FROM pushes GROUP BY state")}
+
+    def pushes_between(self, state: str, start: float, end: float) -> int:
+        rows = self._q("SELECT COUNT(*) FROM pushes WHERE state=? AND updated_at >= ? AND updated_at < ?",
+                       (state, start, end))  # fmt: skip
+        return int(rows[0][0])

@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--all", action="store_true", help="every failed push")
     qu = sub.add_parser("queue", help="list queued and pushed videos, their state, and when each one's turn comes")
     qu.add_argument("--json", action="store_true")
+    no = sub.add_parser("notify", help="notification commands")
+    no_sub = no.add_subparsers(dest="notify_command", metavar="SUBCOMMAND")
+    no_sub.add_parser("test", help="send a test message to every [notify] URL and print what each answered")
     return p
 
 
@@ -139,6 +142,8 @@ def _main(argv: list[str] | None) -> int:
         parser.parse_args(["config", "--help"])
     if args.command == "auth" and not getattr(args, "auth_command", None):
         parser.parse_args(["auth", "--help"])
+    if args.command == "notify" and not getattr(args, "notify_command", None):
+        parser.parse_args(["notify", "--help"])
     try:
         settings, path = load(args.config)
         log.register_secrets(secrets_of(settings))
@@ -188,6 +193,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, path: Any) -> int:
         return EXIT_OK
     if cmd == "dupes":
         return _dupes(settings, args.json)
+    if cmd == "notify":
+        return _notify_test(settings)
     if cmd in ("auth", "push", "queue"):
         from draftsync.push import cli as push_cli
 
@@ -330,12 +337,15 @@ def _reindex(settings: Settings) -> int:
             if missing is not None:
                 raise ArchiveMissing(f"cannot reindex: {missing}")
             report = reindex(archive, catalog, lambda rel: describe_archived(settings, archive, rel))
+            thumbs = _rebuild_thumbnails(settings, catalog, archive)
         finally:
             guard.release()
             catalog.close()
     finally:
         lock.release()
     print(f"catalog rebuilt: {report.videos} videos ({report.orphans_described} described anew from the file)")
+    if thumbs is not None:
+        print(f"thumbnails: {thumbs['kept']} in place, {thumbs['made']} made anew, {thumbs['failed']} not possible")
     for b in report.bad_sidecars:
         print(f"  unusable sidecar: {b}", file=sys.stderr)
     return EXIT_PROBLEMS if report.bad_sidecars else EXIT_OK
@@ -350,6 +360,27 @@ def _set_catalog_aside(settings: Settings) -> str:
         if os.path.exists(base + suffix):
             os.rename(base + suffix, kept + suffix)
     return kept
+
+
+def _notify_test(settings: Settings) -> int:
+    from draftsync.notify import try_all
+
+    urls = settings.notify.all_urls()
+    if not urls:
+        print("no notification URLs: set [notify] urls (or urls_file) first", file=sys.stderr)
+        return EXIT_USAGE
+    results = try_all(urls)
+    for where, ok, answer in results:
+        print(f"{'sent  ' if ok else 'FAILED'}  {where}: {answer}")
+    return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_PROBLEMS
+
+
+def _rebuild_thumbnails(settings: Settings, catalog: Any, archive: Any) -> dict[str, int] | None:
+    if not settings.web.thumbnails:
+        return None
+    from draftsync.thumbs import Thumbnailer
+
+    return Thumbnailer(catalog, archive, settings.web.thumbnail_format).rebuild_missing()
 
 
 def _dupes(settings: Settings, as_json: bool) -> int:

@@ -343,6 +343,131 @@ class PostForMeConfig(Section):
         return _read_secret(self.api_key, self.api_key_file, "postforme.api_key")
 
 
+class NotifyConfig(Section):
+    """Notifications through Apprise, the weekly digest, and Healthchecks-style pings."""
+
+    # Apprise URLs (ntfy://, gotify://, mailto://, tgram://, discord://, json://...): they carry tokens.
+    urls: list[SecretStr] = Field(default_factory=list)
+    urls_file: Path | None = None  # one URL per line; '#' starts a comment
+    # What to notify about: kinds from draftsync.problems.KINDS ("digest" is the weekly digest).
+    events: list[str] = Field(default_factory=lambda: list(_notify_kinds()))
+    digest_schedule: CronExpr = "0 18 * * 0"  # Sunday 18:00
+    timezone: str = "local"
+    # Changes arriving within this many seconds go out as one message.
+    group_seconds: float = Field(30.0, ge=0, le=3600)
+    # Never more messages than this in any hour; the rest wait and go out together.
+    max_per_hour: int = Field(12, ge=1, le=1000)
+    # Healthchecks.io-style pings; "{check}" in the URL is replaced by heartbeat, scrub or push.
+    ping_url: SecretStr = SecretStr("")
+    heartbeat_seconds: float = Field(300.0, ge=10, le=86400)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str | SecretStr) else v
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, v: list[str]) -> list[str]:
+        known = _notify_kinds()
+        bad = [e for e in v if e not in known]
+        if bad:
+            raise ValueError(f"unknown event(s) {bad}; known: {sorted(known)}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_tz(cls, v: str) -> str:
+        return ArchiveConfig._check_tz(v)
+
+    def tz(self) -> tzinfo:
+        return local_tz() if self.timezone == "local" else ZoneInfo(self.timezone)
+
+    def all_urls(self) -> list[str]:
+        out = [u.get_secret_value() for u in self.urls if u.get_secret_value().strip()]
+        if self.urls_file is not None:
+            try:
+                text = _expand(self.urls_file).read_text()
+            except OSError as e:
+                raise ConfigError(f"notify.urls_file: cannot read {self.urls_file}: {e.strerror}") from None
+            out += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        return out
+
+
+def _notify_kinds() -> list[str]:
+    from draftsync.problems import KINDS
+
+    return [k for k in KINDS if k != "test"]
+
+
+class WebConfig(Section):
+    """The read-only status page, /healthz and /metrics; off until `listen` is set."""
+
+    # "8080" means 127.0.0.1:8080; anything beyond loopback ("0.0.0.0:8080") must be written out.
+    listen: str = ""
+    token_file: Path | None = None  # required when listening beyond loopback
+    thumbnails: bool = True  # a keyframe picture per video, for the page and the digest
+    thumbnail_format: Literal["jpeg", "webp"] = "jpeg"
+    page_size: int = Field(48, ge=1, le=500)
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _port_alone(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        if v.strip():
+            parse_listen(v)
+        return v.strip()
+
+    @field_validator("token_file")
+    @classmethod
+    def _expand_token(cls, v: Path | None) -> Path | None:
+        return _expand(v) if v is not None else None
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> WebConfig:
+        if self.listen and not is_loopback(parse_listen(self.listen)[0]) and self.token_file is None:
+            raise ValueError(
+                f"listen = {self.listen!r} is reachable beyond this machine: set web.token_file to a file "
+                "holding a secret token (or listen on 127.0.0.1)"
+            )
+        return self
+
+    def read_token(self) -> str:
+        return _read_secret(SecretStr(""), self.token_file, "web.token") if self.token_file else ""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'8080' -> ('127.0.0.1', 8080); 'HOST:PORT'; '[::1]:8080'. ValueError says what is wrong."""
+    t = text.strip()
+    host, sep, port = t.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", t
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. '[::1]:8080'")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    if not host:
+        raise ValueError(f"{text!r}: the host is empty (write '127.0.0.1:{port}', or only the port)")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _read_secret(value: SecretStr, path: Path | None, key: str) -> str:
     if value.get_secret_value():
         return value.get_secret_value()
@@ -367,6 +492,8 @@ class Settings(BaseSettings):
     push: PushConfig = Field(default_factory=PushConfig)
     tiktok: TikTokConfig = Field(default_factory=TikTokConfig)
     postforme: PostForMeConfig = Field(default_factory=PostForMeConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -463,7 +590,7 @@ def _describe(value: Any) -> str:
     return f" = {text[:80]}" + ("..." if len(text) > 80 else "")
 
 
-_SECRET_KEY = re.compile(r"secret|token|api_key|password", re.I)
+_SECRET_KEY = re.compile(r"secret|token|api_key|password|notify\.urls|ping_url", re.I)
 
 
 def _loc(parts: tuple[int | str, ...]) -> str:
@@ -593,4 +720,32 @@ def secrets_of(settings: Settings) -> list[str]:
             continue
         if v:
             out.append(v)
+    out += notify_secrets(settings)
     return out
+
+
+def notify_secrets(settings: Settings) -> list[str]:
+    """Notification URLs, the ping URL and the web token: whole, and the credential parts of each URL."""
+    from urllib.parse import urlsplit
+
+    try:
+        urls = settings.notify.all_urls()
+    except ConfigError:
+        urls = []
+    out: list[str] = []
+    for u in [*urls, settings.notify.ping_url.get_secret_value()]:
+        if not u:
+            continue
+        try:
+            parts = urlsplit(u)
+            out += [parts.password] if parts.password else []
+        except ValueError:
+            pass
+        # Tokens inside the URL (webhook keys, bot tokens, ping UUIDs), quoted alone in an error message.
+        out += [x for x in re.split(r"[/@:?&=#]", u.split("://", 1)[-1])
+                if len(x) >= 16 and not re.fullmatch(r"[a-z0-9.-]+\.[a-z]{2,}", x)]  # fmt: skip
+    try:
+        out.append(settings.web.read_token())
+    except ConfigError:
+        pass
+    return [x for x in out if x]

@@ -252,6 +252,9 @@ class Daemon:
         self.supervisor = Supervisor()
         self.watches: list[RootWatch] = []
         self.services: list[Service] = []
+        from draftsync import notify, thumbs, web  # loaded by `run` only: `scan` starts without them
+
+        self.services += [thumbs.ThumbService(), n := notify.NotifyService(), web.WebService(n)]
         self.started = time.time()
         self._flight_lock = threading.Lock()
         self._dead_reported = False
