@@ -17,11 +17,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from draftsync import log
 from draftsync.atomic import write_atomic
+from draftsync.errors import DraftsyncError
 
 if TYPE_CHECKING:
     from draftsync.archive import Archive
@@ -139,9 +140,12 @@ def encode(rgb: Any, fmt: str) -> bytes:
 
 
 def archive_present(root: Path) -> bool:
-    """An unmounted disk leaves an empty mount point: never write metadata into that."""
+    """Only a marked archive is written to: an unmounted disk leaves an empty (or missing) mount point,
+    and metadata written there would be on the wrong disk."""
+    from draftsync.marker import MARKER_NAME
+
     try:
-        return root.is_dir() and any(root.iterdir())
+        return (root / MARKER_NAME).is_file()
     except OSError:
         return False
 
@@ -171,10 +175,13 @@ class Thumbnailer:
             return None
         rel = thumb_rel(v.hash, self.fmt)
         out = self.archive.root / rel
+        if not archive_present(self.archive.root):
+            return None  # the disk went away while rendering: the ingest stage reports it; retry later
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
+            # Folders only below the root, never the root itself (the disk may vanish at any moment).
+            self.archive.make_dirs(str(PurePosixPath(rel).parent))
             write_atomic(out, data, mode=0o644, replace=True, mkdir=False)
-        except OSError as e:  # a full or read-only archive disk: the ingest stage reports that; retry later
+        except (OSError, DraftsyncError) as e:  # a full, read-only or missing archive disk: retry later
             _log.warning("cannot write a thumbnail", archive_path=v.archive_path, error=str(e))
             return None
         self.archive.update_sidecar(v.archive_path, {"thumbnail": rel})
