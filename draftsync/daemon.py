@@ -28,6 +28,7 @@ from draftsync.errors import Abandoned, ArchiveFull, ConfigError, ItemError, Sou
 from draftsync.ingest import Ingestor, Outcome
 from draftsync.integrity import scrub
 from draftsync.lock import StateLock
+from draftsync.offsite.service import OffsiteService
 from draftsync.problems import Problems
 from draftsync.runtime import Runtime, Service
 from draftsync.sdnotify import Notifier
@@ -155,6 +156,7 @@ class Daemon:
         self.supervisor = Supervisor()
         self.watches: list[RootWatch] = []
         self.services: list[Service] = []
+        self.services.append(OffsiteService())
         self.started = time.time()
         self._flight_lock = threading.Lock()
         self._dead_reported = False
