@@ -681,6 +681,13 @@ class Catalog:
                 [(reason, now, h) for h in hashes],
             )
 
+    def offsite_due_now(self) -> int:
+        """Waiting videos are due at once (the store answers again, so their backoff has no reason left)."""
+        with self.tx() as db:
+            return db.execute(
+                "UPDATE offsite SET next_try=NULL WHERE state='pending' AND next_try IS NOT NULL"
+            ).rowcount
+
     def offsite_add_part(
         self, hash: str, upload_id: str, part: int, etag: str, size: int, checksum: str | None
     ) -> None:

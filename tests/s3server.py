@@ -70,13 +70,10 @@ class S3Server:
         return name
 
     def stop(self) -> None:
+        """Kill it (its data is thrown away anyway) and remove its folder."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

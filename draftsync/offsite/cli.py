@@ -82,7 +82,7 @@ class Bar:
                 self.bar.advance(self.task, n)
 
     def item(self, rel: str, outcome: str, detail: str) -> None:
-        if outcome in ("stored", "adopted", "restored", "present", "stopped"):
+        if outcome in ("stored", "adopted", "restored", "present", "stopped", "foreign"):
             return
         line = f"  {outcome}: {rel}" + (f": {detail}" if detail else "")
         if self.bar is not None:
@@ -219,6 +219,8 @@ def restore(settings: Settings, to: Path, label: str | None, since: str | None) 
           f"{report.skipped} left out by --label/--since, {len(report.failed)} failed")  # fmt: skip
     for f in report.failed:
         print(f"  failed: {f}", file=sys.stderr)
+    if report.foreign:
+        print(f"left alone: {len(report.foreign)} object(s) draftsync did not write, e.g. {report.foreign[0]}")
     if stop.is_set():
         print("interrupted; run the same command again to continue", file=sys.stderr)
     if report.restored or report.present:

@@ -38,12 +38,13 @@ class RestoreReport:
     restored: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)  # already there with the same content
     skipped: int = 0  # left out by --label / --since
+    foreign: list[str] = field(default_factory=list)  # objects draftsync did not write (no sidecar, no BLAKE3)
     bytes: int = 0
     failed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"restored": self.restored, "present": self.present, "skipped": self.skipped, "bytes": self.bytes,
-                "failed": self.failed}  # fmt: skip
+                "failed": self.failed, "foreign": self.foreign}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ def restore(
             report.bytes += e.video.size
         elif outcome == "present":
             report.present.append(e.rel)
+        elif outcome == "foreign":
+            report.foreign.append(e.video.key)
         else:
             report.failed.append(f"{e.rel}: {detail}")
             _log.error("restore failed", archive_path=e.rel, reason=detail)
@@ -154,7 +157,7 @@ def _restore_one(store: S3Store, to: Path, e: Entry, side_body: bytes | None, si
     want = want or remote.blake3
     if want is None:
         stream.close()
-        return "failed", "neither a sidecar nor object metadata records its BLAKE3; it cannot be verified"
+        return "foreign", "neither a sidecar nor object metadata records its BLAKE3: not draftsync's"
     if remote.blake3 is not None and remote.blake3 != want:
         stream.close()
         return "failed", f"its sidecar says {want} but the object's metadata says {remote.blake3}"

@@ -188,6 +188,8 @@ class Uploader:
         if not self.check():
             report.left = self._left()
             return report
+        # The backoffs were about the store (down, refusing); it answers now, so everything waiting goes.
+        self.catalog.offsite_due_now()
         if self.clock() - self._orphans_checked > 3600:
             self._orphans_checked = self.clock()
             self._abort_orphans()
