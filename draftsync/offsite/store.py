@@ -81,7 +81,7 @@ class _Body(io.RawIOBase):
 
     CHUNK = 256 * 1024
 
-    def __init__(self, data: bytes, throttle: Throttle | None, sent: Callable[[int], None] | None) -> None:
+    def __init__(self, data: bytes | memoryview, throttle: Throttle | None, sent: Callable[[int], None] | None) -> None:
         self._view = memoryview(data)
         self._pos = 0
         self._throttle = throttle
@@ -302,8 +302,10 @@ class S3Store:
 
     # --- writes --------------------------------------------------------------------------------------
 
-    def _body_args(self, data: bytes, sent: Callable[[int], None] | None) -> dict[str, Any]:
-        body: Any = data if self.throttle is None and sent is None else _Body(data, self.throttle, sent)
+    def _body_args(self, data: bytes | memoryview, sent: Callable[[int], None] | None) -> dict[str, Any]:
+        # A part lives in a reused buffer (a memoryview): botocore reads it as a stream, never copies it whole.
+        plain = isinstance(data, bytes) and self.throttle is None and sent is None
+        body: Any = data if plain else _Body(data, self.throttle, sent)
         kw: dict[str, Any] = {"Body": body}
         if not self.aws:
             kw["ContentMD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()
@@ -312,7 +314,8 @@ class S3Store:
     def _class(self) -> dict[str, Any]:
         return {"StorageClass": self.cfg.storage_class} if self.cfg.storage_class else {}
 
-    def put(self, key: str, data: bytes, meta: dict[str, str], sent: Callable[[int], None] | None = None) -> str:
+    def put(self, key: str, data: bytes | memoryview, meta: dict[str, str],
+            sent: Callable[[int], None] | None = None) -> str:  # fmt: skip
         """Create the object unless the key exists (PRECONDITION then); returns its ETag."""
         r = self._call("uploading", key, "put_object", Key=key, IfNoneMatch="*", Metadata=meta,
                        **self._body_args(data, sent), **self._class())  # fmt: skip
@@ -324,7 +327,7 @@ class S3Store:
                        **extra, **self._class())  # fmt: skip
         return str(r["UploadId"])
 
-    def upload_part(self, key: str, upload_id: str, number: int, data: bytes,
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes | memoryview,
                     sent: Callable[[int], None] | None = None) -> tuple[str, str | None]:  # fmt: skip
         """Send one part; returns its ETag and (on AWS) its CRC32."""
         extra = {"ChecksumAlgorithm": "CRC32"} if self.aws else {}

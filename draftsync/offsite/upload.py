@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -109,16 +110,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _pread(fd: int, length: int, offset: int) -> bytes:
-    chunks = []
-    while length > 0:
-        b = os.pread(fd, length, offset)
-        if not b:
+def _read_into(fd: int, view: memoryview, offset: int) -> int:
+    """Fill `view` from `offset`; returns the bytes read (fewer only at the end of the file)."""
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if not n:
             break
-        chunks.append(b)
-        length -= len(b)
-        offset += len(b)
-    return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        got += n
+    return got
+
+
+class Buffers:
+    """The bytes in flight: `n` reusable part buffers. Taking one is the concurrency bound, and memory stays
+    at n x part size however large the video and however many videos are copied at once."""
+
+    def __init__(self, n: int) -> None:
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(n):
+            self._free.put(bytearray())
+
+    def take(self, size: int, waiting: Callable[[], None]) -> bytearray:
+        while True:
+            try:
+                buf = self._free.get(timeout=0.25)
+                break
+            except queue.Empty:
+                waiting()
+        if len(buf) < size:
+            buf = bytearray(size)
+        return buf
+
+    def give(self, buf: bytearray) -> None:
+        self._free.put(buf)
 
 
 class Uploader:
@@ -150,7 +174,7 @@ class Uploader:
         self.beat = beat
         self.nice = nice  # the daemon copies at a lower CPU priority than ingest
         self.progress: Progress | None = None
-        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._buffers = Buffers(self.concurrency)
         self._halt: str | None = None
         self._report = PassReport()
         self._lock = threading.Lock()
@@ -315,20 +339,23 @@ class Uploader:
             "overwrites: move or delete that object, then run `draftsync offsite sync`"
         ))  # fmt: skip
 
-    def _acquire(self) -> None:
-        while not self._slots.acquire(timeout=0.25):
+    def _take(self, size: int) -> bytearray:
+        def waiting() -> None:
             self.beat()
             if self.should_stop() or self._halt:
                 raise _Stopped()
+
+        return self._buffers.take(size, waiting)
 
     def _sent(self) -> Callable[[int], None] | None:
         return (lambda n: self.beat()) if self.store.throttle is not None else None
 
     def _put(self, fd: int, row: dict[str, Any], key: str) -> str:
-        self._acquire()
+        size = row["size"]
+        buf = self._take(size)
         try:
-            data = _pread(fd, row["size"], 0)
-            if len(data) != row["size"] or "blake3:" + blake3.blake3(data).hexdigest() != row["hash"]:
+            data = memoryview(buf)[:size]
+            if _read_into(fd, data, 0) != size or "blake3:" + blake3.blake3(data).hexdigest() != row["hash"]:
                 raise _Done(Outcome.LOCAL_CHANGED, self._changed_msg(row["archive_path"]))
             try:
                 etag = self.store.put(key, data, self._meta(row["hash"]), self._sent())
@@ -341,11 +368,11 @@ class Uploader:
                     raise
                 return self._judge(remote, row, key)
             if self.progress is not None:
-                self.progress.advance(len(data))
+                self.progress.advance(size)
             self.beat()
             return etag
         finally:
-            self._slots.release()
+            self._buffers.give(buf)
 
     def _multipart(self, fd: int, row: dict[str, Any], key: str) -> str:
         h, size, rel = row["hash"], row["size"], row["archive_path"]
@@ -376,23 +403,23 @@ class Uploader:
                     raise _Stopped()
                 if any(f.done() and f.exception() for f in futures):
                     break
-                if n in have:
-                    hasher.update(_pread(fd, length, off))
-                    if self.progress is not None:
-                        self.progress.advance(length)
-                    continue
-                self._acquire()
+                buf: bytearray | None = self._take(length)
+                assert buf is not None
                 try:
-                    data = _pread(fd, length, off)
-                except BaseException:
-                    self._slots.release()
-                    raise
-                if len(data) != length:
-                    self._slots.release()
-                    short = True
-                    break
-                hasher.update(data)
-                futures.append(self._parts.submit(self._send_part, h, key, upload_id, n, data))
+                    data = memoryview(buf)[:length]
+                    if _read_into(fd, data, off) != length:
+                        short = True
+                        break
+                    hasher.update(data)
+                    if n in have:  # the store holds this part already: it is only hashed
+                        if self.progress is not None:
+                            self.progress.advance(length)
+                        continue
+                    futures.append(self._parts.submit(self._send_part, h, key, upload_id, n, buf, length))
+                    buf = None  # the part's sender gives it back
+                finally:
+                    if buf is not None:
+                        self._buffers.give(buf)
         finally:
             wait(futures)
         for f in futures:
@@ -416,15 +443,15 @@ class Uploader:
                 raise _Done(Outcome.UPLOAD_GONE, str(e)) from None
             return self._judge(remote, row, key)
 
-    def _send_part(self, h: str, key: str, upload_id: str, n: int, data: bytes) -> None:
+    def _send_part(self, h: str, key: str, upload_id: str, n: int, buf: bytearray, length: int) -> None:
         try:
-            etag, crc = self.store.upload_part(key, upload_id, n, data, self._sent())
-            self.catalog.offsite_add_part(h, upload_id, n, etag, len(data), crc)
+            etag, crc = self.store.upload_part(key, upload_id, n, memoryview(buf)[:length], self._sent())
+            self.catalog.offsite_add_part(h, upload_id, n, etag, length, crc)
             if self.progress is not None:
-                self.progress.advance(len(data))
+                self.progress.advance(length)
             self.beat()
         finally:
-            self._slots.release()
+            self._buffers.give(buf)
 
     def _sidecar(self, video: Any, rel: str, h: str) -> None:
         """The sidecar as it is now; an existing sidecar object of the same video is fine (it may be older)."""
