@@ -72,7 +72,7 @@ def main() -> None:
     from tests import s3server
 
     base = workdir("offsite")
-    server = s3server.start(base)
+    server = s3server.start(base, volume_mib=256)
     try:
         (base / "secret").write_text(s3server.SECRET_KEY + "\n")
         cfg = write_config(base, settle=0.1)
@@ -95,8 +95,12 @@ def main() -> None:
         d, c = median(ds), median(bl)
         mib = total / 2**20
         print(f"offsite: {mib:.0f} MiB ({VIDEOS} videos + sidecars) to SeaweedFS on 127.0.0.1, {REPS} interleaved runs")
-        print(f"  boto3 upload_file per file  {c:6.2f} s  ({mib / c:.0f} MiB/s)  runs {', '.join(f'{x:.2f}' for x in bl)}")
-        print(f"  draftsync offsite sync      {d:6.2f} s  ({mib / d:.0f} MiB/s)  runs {', '.join(f'{x:.2f}' for x in ds)}")
+        print(
+            f"  boto3 upload_file per file  {c:6.2f} s  ({mib / c:.0f} MiB/s)  runs {', '.join(f'{x:.2f}' for x in bl)}"
+        )
+        print(
+            f"  draftsync offsite sync      {d:6.2f} s  ({mib / d:.0f} MiB/s)  runs {', '.join(f'{x:.2f}' for x in ds)}"
+        )
         print(f"  throughput ratio draftsync/baseline = {c / d:.2f}x  (target >= 0.8x)")
         print(f"  peak RSS: draftsync {max(rss_d) / 1024:.0f} MiB, baseline {max(rss_b) / 1024:.0f} MiB")
 

@@ -267,8 +267,8 @@ class OffsiteConfig(Section):
     storage_class: str = ""
     bandwidth_limit: int = 0  # bytes per second; 0 = unlimited
     schedule: Annotated[str, AfterValidator(_check_offsite_schedule)] = "continuous"
-    concurrency: int = Field(4, ge=1, le=32)
-    part_size_mib: int = Field(16, ge=5, le=512)
+    concurrency: int = Field(8, ge=1, le=32)
+    part_size_mib: int = Field(8, ge=5, le=512)
     scrub_fraction: float = Field(0.05, ge=0, le=1)  # of the copy re-downloaded and re-hashed by each scrub
 
     @field_validator("bandwidth_limit", mode="before")

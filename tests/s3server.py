@@ -8,6 +8,7 @@ collide; readiness is a bounded poll on CreateBucket.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -77,8 +78,19 @@ class S3Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start(base: Path | None = None, timeout: float = 90.0) -> S3Server:
-    """Start `weed mini` on free ports; retry with other ports if one was taken in the meantime."""
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the test process dies, however it dies (no orphaned servers)."""
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def start(base: Path | None = None, timeout: float = 90.0, volume_mib: int = 32) -> S3Server:
+    """Start `weed mini` on free ports; retry with other ports if one was taken in the meantime.
+
+    Small volumes (`volume_mib`) let each bucket (a collection of its own) find free volumes even on a
+    nearly full disk; objects are stored in chunks, so they do not limit object size."""
     last = ""
     for _ in range(3):
         d = Path(tempfile.mkdtemp(prefix="draftsync-s3-", dir=base))
@@ -90,11 +102,12 @@ def start(base: Path | None = None, timeout: float = 90.0) -> S3Server:
             f"-admin.port={admin}", "-admin.ui=false", "-webdav=false", f"-s3.port.iceberg={iceberg}",
             f"-s3.port.lance={lance}", f"-master.port.grpc={grpc[0]}", f"-volume.port.grpc={grpc[1]}",
             f"-filer.port.grpc={grpc[2]}", f"-s3.port.grpc={grpc[3]}", f"-admin.port.grpc={grpc[4]}",
+            f"-master.volumeSizeLimitMB={volume_mib}",
         ]  # fmt: skip
         (d / "data").mkdir()
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, cwd=d, start_new_session=True,
+                args, stdout=out, stderr=subprocess.STDOUT, cwd=d, start_new_session=True, preexec_fn=_die_with_parent,
                 env={**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
             )  # fmt: skip
         server = S3Server(f"http://127.0.0.1:{s3}", proc, d, log)
