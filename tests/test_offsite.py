@@ -448,3 +448,33 @@ def test_put_is_conditional_at_the_store(off: Off) -> None:
     assert e.value.kind is Kind.PRECONDITION and off.get("p/a") == b"one"
     store.abort("p/a", uid)
     assert store.list_parts("p/a", uid) is None
+
+
+def test_a_changed_archive_file_is_never_completed_and_abandoned_uploads_are_aborted(off: Off) -> None:
+    import time
+
+    from draftsync.archive import Archive
+    from draftsync.offsite.upload import Uploader
+
+    env = off.env
+    (env.inbox / "long.mp4").write_bytes(os.urandom(12 * 1024 * 1024))
+    make_video(env.inbox / "VID_1.mp4", seed=99)
+    scan(env)
+    long = next(p for p in env.archived_videos() if p.stat().st_size > 1 << 20)
+    with long.open("r+b") as f:  # bit rot in the archive, same size
+        f.seek(7 * 1024 * 1024)
+        f.write(b"\x00rot")
+    stray = off.client.create_multipart_upload(Bucket=off.bucket, Key=f"{off.prefix}/left/behind.mp4")["UploadId"]
+
+    settings, _ = load(str(env.config))
+    catalog = Catalog(settings.catalog_path)
+    try:
+        up = Uploader(settings, catalog, Archive(settings.archive.root, settings.archive.layout),
+                      clock=lambda: time.time() + 2 * 86400)  # fmt: skip
+        report = up.drain()
+    finally:
+        catalog.close()
+    assert [p for p, _ in report.failed] == [long.relative_to(env.archive).as_posix()]
+    assert "no longer has the content the catalog recorded" in report.failed[0][1]
+    assert off.key_of(long) not in off.objects() and len(off.objects()) == 2  # the other video and its sidecar
+    assert stray not in [u["UploadId"] for u in off.uploads()] and off.uploads() == []

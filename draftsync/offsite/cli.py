@@ -49,7 +49,7 @@ def fraction(text: str) -> float:
 
 
 class Bar:
-    """A rich progress bar on a terminal; otherwise failures are printed as they happen."""
+    """A rich progress bar on a terminal, with failures printed above it as they happen."""
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -84,11 +84,9 @@ class Bar:
     def item(self, rel: str, outcome: str, detail: str) -> None:
         if outcome in ("stored", "adopted", "restored", "present", "stopped", "foreign"):
             return
-        line = f"  {outcome}: {rel}" + (f": {detail}" if detail else "")
-        if self.bar is not None:
+        if self.bar is not None:  # off a terminal the summary at the end lists them
+            line = f"  {outcome}: {rel}" + (f": {detail}" if detail else "")
             self.bar.console.print(line, markup=False, highlight=False)
-        else:
-            print(line, file=sys.stderr, flush=True)
 
     def stop(self) -> None:
         if self.bar is not None:
