@@ -274,9 +274,9 @@ def test_kill_9_during_a_multipart_upload_then_resume(off: Off) -> None:
     assert [u["UploadId"] for u in off.uploads()] == [row["upload_id"]]
 
     off.configure(bandwidth_limit=0)
-    r = env.cli("offsite", "sync")
-    assert r.returncode == 0, r.stdout + r.stderr
-    resumed = [json.loads(x) for x in r.stderr.splitlines() if '"resuming an upload"' in x]
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0, out + err
+    resumed = [json.loads(x) for x in err.splitlines() if '"resuming an upload"' in x]
     assert resumed and resumed[0]["parts_held"] >= 2 and resumed[0]["upload_id"] == row["upload_id"]
     assert off.objects() == [key, key + ".json"] and off.uploads() == []
     assert off.get(key) == data

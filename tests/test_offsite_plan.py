@@ -29,6 +29,7 @@ from draftsync.offsite.plan import (
 from draftsync.offsite.restore import entries, wanted
 from draftsync.offsite.store import Remote, Throttle
 from tests.conftest import Env
+from tests.test_offsite import run
 
 
 def test_keys_follow_the_archive_layout_under_the_prefix() -> None:
@@ -212,8 +213,8 @@ def test_offsite_config_derives_bucket_and_prefix() -> None:
 )
 def test_bad_offsite_config_exits_2_naming_the_key(env: Env, body: str, expected: str) -> None:
     env.config.write_text(env.config.read_text() + "\n[offsite]\n" + body + "\n")
-    r = env.cli("status")
-    assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr
+    code, _, err = run(env, "status")
+    assert code == 2 and expected in err and "Traceback" not in err
 
 
 def test_secret_is_never_echoed(env: Env, tmp_path: Path) -> None:
@@ -221,11 +222,11 @@ def test_secret_is_never_echoed(env: Env, tmp_path: Path) -> None:
     secret.write_text("s3cr3t-value-never-shown\n")
     env.config.write_text(env.config.read_text() + f'\n[offsite]\nurl = "s3://ok-bucket"\nsecret_access_key_file = '
                           f'"{secret}"\nconcurrency = 0\n')  # fmt: skip
-    r = env.cli("status")
-    assert r.returncode == 2 and "s3cr3t" not in r.stdout + r.stderr
+    code, out, err = run(env, "status")
+    assert code == 2 and "s3cr3t" not in out + err
     env.config.write_text(env.config.read_text().replace("concurrency = 0", 'access_key_id = "AKIA"'))
-    r = env.cli("config", "show")
-    assert r.returncode == 0 and "s3cr3t" not in r.stdout and "[offsite]" in r.stdout
+    code, out, err = run(env, "config", "show")
+    assert code == 0 and "s3cr3t" not in out + err and "[offsite]" in out
 
 
 def test_help_status_and_scan_do_not_load_boto3(env: Env) -> None:
