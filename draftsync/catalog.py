@@ -178,6 +178,33 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX events_level ON events(level, id);
     CREATE INDEX IF NOT EXISTS sources_state ON sources(state);
     """,
+    7: """
+    CREATE TABLE offsite(
+        hash TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        etag TEXT,
+        upload_id TEXT,
+        part_size INTEGER,
+        owner INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        next_try REAL,
+        queued_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        stored_at REAL,
+        checked_at REAL
+    );
+    CREATE INDEX offsite_state ON offsite(state);
+    CREATE TABLE offsite_parts(
+        hash TEXT NOT NULL,
+        upload_id TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        checksum TEXT,
+        PRIMARY KEY(hash, upload_id, part)
+    );
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -886,3 +913,141 @@ class Catalog:
         rows = self._q("SELECT COUNT(*) FROM pushes WHERE state=? AND updated_at >= ? AND updated_at < ?",
                        (state, start, end))  # fmt: skip
         return int(rows[0][0])
+
+    # --- offsite copy (S3-compatible bucket) --------------------------------------------------------
+    # One row per video once the uploader has looked at it: pending, uploading (owner = the pid copying
+    # it), stored, or failed with a reason. A multipart upload in progress keeps its id and the parts the
+    # store acknowledged, so a restarted process continues it instead of starting again.
+
+    _OFFSITE_FIELDS = frozenset({
+        "state", "etag", "upload_id", "part_size", "owner", "attempts", "reason", "next_try", "stored_at", "checked_at",
+    })  # fmt: skip
+
+    def offsite_add_missing(self, now: float | None = None) -> int:
+        """A pending row for every catalogued video that has none yet; returns how many were added."""
+        t = time.time() if now is None else now
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO offsite(hash, state, queued_at, updated_at) "
+                "SELECT v.hash, 'pending', ?, ? FROM videos v LEFT JOIN offsite o ON o.hash = v.hash "
+                "WHERE o.hash IS NULL",
+                (t, t),
+            )
+            return cur.rowcount
+
+    def offsite_retarget(self, target: str) -> bool:
+        """Forget the copy state when the bucket or prefix changed (the new place has none of it yet)."""
+        with self.tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='offsite_target'").fetchone()
+            if row is not None and row[0] == target:
+                return False
+            changed = row is not None
+            if changed:
+                db.execute("DELETE FROM offsite")
+                db.execute("DELETE FROM offsite_parts")
+            db.execute("INSERT OR REPLACE INTO meta VALUES('offsite_target', ?)", (target,))
+            return changed
+
+    def offsite_due(self, now: float, states: tuple[str, ...], limit: int) -> list[dict[str, Any]]:
+        """Rows in `states` whose retry time has come, oldest first, with the video's path and size."""
+        marks = ",".join("?" * len(states))
+        rows = self._q(
+            f"SELECT o.*, v.archive_path, v.size FROM offsite o JOIN videos v ON v.hash = o.hash "
+            f"WHERE o.state IN ({marks}) AND COALESCE(o.next_try, 0) <= ? "
+            f"ORDER BY o.upload_id IS NULL, o.queued_at, v.archive_path LIMIT ?",
+            (*states, now, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def offsite_take(self, hash: str, owner: int, expect_owner: int | None, now: float) -> bool:
+        """Claim a row for `owner` if it is still held by `expect_owner` (compare-and-set across processes)."""
+        with self.tx() as db:
+            cur = db.execute(
+                "UPDATE offsite SET state='uploading', owner=?, updated_at=? WHERE hash=? AND owner IS ? "
+                "AND state != 'stored'",
+                (owner, now, hash, expect_owner),
+            )
+            return cur.rowcount == 1
+
+    def offsite_row(self, hash: str) -> dict[str, Any] | None:
+        rows = self._q(
+            "SELECT o.*, v.archive_path, v.size FROM offsite o JOIN videos v ON v.hash = o.hash WHERE o.hash=?", (hash,)
+        )
+        return dict(rows[0]) if rows else None
+
+    def offsite_rows(self, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT o.*, v.archive_path, v.size FROM offsite o JOIN videos v ON v.hash = o.hash"
+        args: tuple[Any, ...] = ()
+        if states:
+            sql += f" WHERE o.state IN ({','.join('?' * len(states))})"
+            args = states
+        return [dict(r) for r in self._q(sql + " ORDER BY v.archive_path", args)]
+
+    def offsite_update(self, hash: str, *, now: float | None = None, **fields: Any) -> None:
+        bad = set(fields) - self._OFFSITE_FIELDS
+        if bad:
+            raise ValueError(f"unknown offsite fields {bad}")
+        sets = "".join(f"{k}=?, " for k in fields)
+        with self.tx() as db:
+            db.execute(
+                f"UPDATE offsite SET {sets}updated_at=? WHERE hash=?",
+                (*fields.values(), time.time() if now is None else now, hash),
+            )
+            if "upload_id" in fields and fields["upload_id"] is None:
+                db.execute("DELETE FROM offsite_parts WHERE hash=?", (hash,))
+
+    def offsite_requeue(self, hashes: list[str], reason: str) -> None:
+        """Back to pending (an object that vanished from the bucket is copied again)."""
+        now = time.time()
+        with self.tx() as db:
+            db.executemany(
+                "UPDATE offsite SET state='pending', etag=NULL, owner=NULL, reason=?, next_try=NULL, updated_at=? "
+                "WHERE hash=?",
+                [(reason, now, h) for h in hashes],
+            )
+
+    def offsite_due_now(self) -> int:
+        """Waiting videos are due at once (the store answers again, so their backoff has no reason left)."""
+        with self.tx() as db:
+            return db.execute(
+                "UPDATE offsite SET next_try=NULL WHERE state='pending' AND next_try IS NOT NULL"
+            ).rowcount
+
+    def offsite_add_part(
+        self, hash: str, upload_id: str, part: int, etag: str, size: int, checksum: str | None
+    ) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO offsite_parts(hash, upload_id, part, etag, size, checksum) VALUES(?,?,?,?,?,?)",
+                (hash, upload_id, part, etag, size, checksum),
+            )
+            db.execute("UPDATE offsite SET updated_at=? WHERE hash=?", (time.time(), hash))
+
+    def offsite_parts(self, hash: str, upload_id: str) -> dict[int, tuple[str, int, str | None]]:
+        rows = self._q(
+            "SELECT part, etag, size, checksum FROM offsite_parts WHERE hash=? AND upload_id=?", (hash, upload_id)
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def offsite_upload_ids(self) -> set[str]:
+        return {r[0] for r in self._q("SELECT upload_id FROM offsite WHERE upload_id IS NOT NULL")}
+
+    def offsite_for_scrub(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._q(
+            "SELECT o.*, v.archive_path, v.size FROM offsite o JOIN videos v ON v.hash = o.hash "
+            "WHERE o.state='stored' ORDER BY COALESCE(o.checked_at, 0), v.archive_path LIMIT ?",
+            (limit,),
+        )
+        return [dict(r) for r in rows]
+
+    def offsite_counts(self) -> dict[str, Any]:
+        """Videos and bytes per state (videos without a row count as pending), and bytes already sent in parts."""
+        rows = self._q(
+            "SELECT COALESCE(o.state, 'pending'), COUNT(*), COALESCE(SUM(v.size), 0) FROM videos v "
+            "LEFT JOIN offsite o ON o.hash = v.hash GROUP BY 1"
+        )
+        parts = self._q(
+            "SELECT COALESCE(SUM(p.size), 0) FROM offsite_parts p JOIN offsite o ON o.hash = p.hash "
+            "AND o.upload_id = p.upload_id WHERE o.state != 'stored'"
+        )[0][0]
+        return {"videos": {r[0]: r[1] for r in rows}, "bytes": {r[0]: r[2] for r in rows}, "sent_in_parts": parts}

@@ -108,7 +108,33 @@ def _parser() -> argparse.ArgumentParser:
     no = sub.add_parser("notify", help="notification commands")
     no_sub = no.add_subparsers(dest="notify_command", metavar="SUBCOMMAND")
     no_sub.add_parser("test", help="send a test message to every [notify] URL and print what each answered")
+    _offsite_parsers(sub)
     return p
+
+
+def _offsite_parsers(sub: Any) -> None:
+    from draftsync.offsite.cli import fraction, since_date  # no boto3: only argparse types
+
+    of = sub.add_parser("offsite", help="the offsite copy on S3-compatible storage ([offsite])")
+    of_sub = of.add_subparsers(dest="offsite_command", metavar="SUBCOMMAND")
+    of_sub.add_parser("sync", help="copy the backlog to the bucket now, with a progress bar; exits when done",
+                      description="Uploads every archived video and sidecar not yet in the bucket (and retries failed "
+                      "ones). Safe while the daemon runs: they share the work. Exit 1 if anything is left.")  # fmt: skip
+    ov = of_sub.add_parser("verify", help="list the bucket against the catalog (exit 1 on any problem)",
+                           description="Reports objects missing from the bucket, changed (size, ETag, stored BLAKE3) "
+                           "and extra, naming each; with --deep, downloads and re-hashes them.")  # fmt: skip
+    ov.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    ov.add_argument("--sample", type=fraction, default=1.0, metavar="FRACTION",
+                    help="read the metadata of (and with --deep re-hash) only this fraction of the videos")  # fmt: skip
+    ov.add_argument("--deep", action="store_true", help="download and re-hash the (sampled) objects")
+    orr = of_sub.add_parser("restore", help="download videos and sidecars into an archive tree (then run reindex)",
+                            description="Rebuilds an archive tree from the bucket alone, verifying each BLAKE3; "
+                            "nothing existing is replaced. Point archive.root at it and run `draftsync reindex`.")  # fmt: skip
+    orr.add_argument(
+        "--to", required=True, metavar="DIR", help="where to restore (an empty folder, or a partial restore)"
+    )
+    orr.add_argument("--label", help="only videos with this label")
+    orr.add_argument("--since", type=since_date, metavar="DATE", help="only videos captured on or after DATE")
 
 
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer whose reader went away (128 + SIGPIPE)
@@ -144,6 +170,8 @@ def _main(argv: list[str] | None) -> int:
         parser.parse_args(["auth", "--help"])
     if args.command == "notify" and not getattr(args, "notify_command", None):
         parser.parse_args(["notify", "--help"])
+    if args.command == "offsite" and not getattr(args, "offsite_command", None):
+        parser.parse_args(["offsite", "--help"])
     try:
         settings, path = load(args.config)
         log.register_secrets(secrets_of(settings))
@@ -195,6 +223,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings, path: Any) -> int:
         return _dupes(settings, args.json)
     if cmd == "notify":
         return _notify_test(settings)
+    if cmd == "offsite":
+        from draftsync.offsite import cli as offsite_cli
+
+        return offsite_cli.dispatch(args, settings)
     if cmd in ("auth", "push", "queue"):
         from draftsync.push import cli as push_cli
 
@@ -501,6 +533,10 @@ def status_data(settings: Settings) -> dict[str, Any]:
             data["push"] = push_status(settings, catalog)
         except ImportError:
             pass
+        if settings.offsite.enabled:
+            from draftsync.offsite.plan import status as offsite_status
+
+            data["offsite"] = offsite_status(settings, catalog)
         return data
     finally:
         catalog.close()
@@ -559,6 +595,8 @@ def _status(settings: Settings, as_json: bool, check: bool = False) -> int:
     if "push" in d:
         p = d["push"]
         print(f"push:        {p['summary']}")
+    if "offsite" in d:
+        print(f"offsite:     {d['offsite']['url']}: {d['offsite']['summary']}")
     return code
 
 

@@ -468,6 +468,96 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*(?:/s)?\s*$", re.I)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6, "mib": 2**20,
+          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}  # fmt: skip
+
+
+def parse_rate(v: str | int) -> int:
+    """Bytes per second from 0, 500000, "800KB", "8MiB/s" (0 means unlimited)."""
+    if isinstance(v, int):
+        if v < 0:
+            raise ValueError("a rate cannot be negative")
+        return v
+    m = _SIZE.match(str(v))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError("give bytes per second: a number with an optional unit, e.g. 0 (unlimited), 800KB, 8MiB/s")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _check_offsite_schedule(v: str) -> str:
+    return v if v == "continuous" else _check_cron(v)
+
+
+class OffsiteConfig(Section):
+    """The offsite copy on S3-compatible storage; off while `url` is empty."""
+
+    url: str = ""  # s3://BUCKET/PREFIX
+    endpoint_url: str = ""  # empty for AWS itself
+    region: str = ""
+    profile: str = ""  # a profile of ~/.aws/config and ~/.aws/credentials
+    access_key_id: str = ""
+    secret_access_key_file: Path | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    storage_class: str = ""
+    bandwidth_limit: int = 0  # bytes per second; 0 = unlimited
+    schedule: Annotated[str, AfterValidator(_check_offsite_schedule)] = "continuous"
+    concurrency: int = Field(8, ge=1, le=32)
+    part_size_mib: int = Field(8, ge=5, le=512)
+    scrub_fraction: float = Field(0.05, ge=0, le=1)  # of the copy re-downloaded and re-hashed by each scrub
+
+    @field_validator("bandwidth_limit", mode="before")
+    @classmethod
+    def _rate(cls, v: Any) -> int:
+        return parse_rate(v)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if not v:
+            return v
+        if not v.startswith("s3://"):
+            raise ValueError("use s3://BUCKET or s3://BUCKET/PREFIX")
+        bucket = v[5:].split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+            raise ValueError(f"{bucket!r} is not a bucket name (3-63 lowercase letters, digits, '.' and '-')")
+        return v
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, v: str) -> str:
+        if v and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("use http(s)://HOST[:PORT], e.g. https://s3.us-west-004.backblazeb2.com")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> OffsiteConfig:
+        if self.secret_access_key_file is not None and not self.access_key_id:
+            raise ValueError("secret_access_key_file needs access_key_id beside it")
+        if self.access_key_id and self.secret_access_key_file is None:
+            raise ValueError(
+                "access_key_id needs secret_access_key_file (or leave both empty and use the AWS environment or ~/.aws)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def bucket(self) -> str:
+        return self.url[5:].split("/", 1)[0]
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix: empty, or ending in a single '/'."""
+        p = self.url[5:].partition("/")[2].strip("/")
+        return p + "/" if p else ""
+
+    def secret(self) -> str:
+        return _read_secret(SecretStr(""), self.secret_access_key_file, "offsite.secret_access_key")
+
+
 def _read_secret(value: SecretStr, path: Path | None, key: str) -> str:
     if value.get_secret_value():
         return value.get_secret_value()
@@ -494,6 +584,7 @@ class Settings(BaseSettings):
     postforme: PostForMeConfig = Field(default_factory=PostForMeConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    offsite: OffsiteConfig = Field(default_factory=OffsiteConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -713,7 +804,7 @@ def load(explicit: str | None = None) -> tuple[Settings, Path | None]:
 def secrets_of(settings: Settings) -> list[str]:
     """Secret values in force, so that the log redactor can scrub them from any message."""
     out = []
-    for get in (settings.tiktok.secret, settings.postforme.key):
+    for get in (settings.tiktok.secret, settings.postforme.key, settings.offsite.secret):
         try:
             v = get()
         except ConfigError:

@@ -45,6 +45,7 @@ from draftsync.ingest import INODES_PER_VIDEO, Ingestor, Outcome
 from draftsync.integrity import scrub
 from draftsync.lock import StateLock
 from draftsync.marker import ArchiveGuard
+from draftsync.offsite.service import OffsiteService
 from draftsync.problems import Problems
 from draftsync.push.queue import note_enabled
 from draftsync.runtime import Runtime, Service
@@ -255,6 +256,7 @@ class Daemon:
         from draftsync import notify, thumbs, web  # loaded by `run` only: `scan` starts without them
 
         self.services += [thumbs.ThumbService(), n := notify.NotifyService(), web.WebService(n)]
+        self.services.append(OffsiteService())
         self.started = time.time()
         self._flight_lock = threading.Lock()
         self._dead_reported = False
