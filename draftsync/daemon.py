@@ -216,11 +216,10 @@ class Daemon:
         # The 5 s supervision job also proves the scheduler thread itself is alive.
         rt.add_job("supervise", self.supervise, IntervalTrigger(seconds=5), max_silence=120)
         rt.add_job("scrub", self._scrub, cron(s.archive.scrub_schedule, s.archive.tz()), misfire_grace_time=3600)
-        from draftsync.neardup import NearDups
+        from draftsync.neardup import NearDups, Signer
 
         self.neardups = NearDups(self.catalog, self.archive, self.stop.is_set)
-        rt.add_job("signatures", self.neardups.backfill, IntervalTrigger(seconds=15), max_silence=6 * 3600,
-                   next_run_time=_now_dt())  # fmt: skip
+        self.services.append(Signer(self.neardups))  # signs each archived video; catches up at start
         self._add_push_job()
         for svc in self.services:
             svc.start(rt)
