@@ -561,7 +561,8 @@ class Catalog:
         a, b = min(a, b), max(a, b)
         with self.tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO similar_takes(a, b, similarity, audio) VALUES(?,?,?,?)", (a, b, similarity, audio)
+                "INSERT OR REPLACE INTO similar_takes(a, b, similarity, audio) VALUES(?,?,?,?)",
+                (a, b, similarity, audio),
             )
 
     def similar_of(self, hash: str) -> list[tuple[str, float, float | None]]:

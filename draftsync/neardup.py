@@ -66,7 +66,13 @@ def _samples_within(s: Signature, lo: float, hi: float) -> int:
 
 def judge(a: Signature, b: Signature) -> Verdict:
     """Same clip, similar take, or unrelated (kind None)."""
-    vm = match_video(a, b)
+    sound = match_audio(a.audio, b.audio) if a.audio is not None and b.audio is not None else None
+    vm = None
+    if sound is not None and sound.score >= AUDIO_SAME and sound.shared >= 10:
+        # the sound gives the offset to within 32 ms; a repetitive picture might line up elsewhere too
+        vm = match_video(a, b, at=sound.offset)
+        vm = vm if vm is not None and vm.score >= VIDEO_MIN else None
+    vm = vm or match_video(a, b)
     if vm is None or vm.score < VIDEO_MIN:
         return Verdict(None, vm.score if vm else 0.0, None, vm.offset if vm else 0.0, "pictures differ")
     lo, hi = max(0.0, -vm.offset), min(a.content_duration, b.content_duration - vm.offset)
@@ -81,12 +87,11 @@ def judge(a: Signature, b: Signature) -> Verdict:
     short, long = sorted((a.content_duration, b.content_duration))
     if vm.overlap < 0.6 * short or long - vm.overlap > max(10.0, 0.35 * long):
         return Verdict("similar", sim, None, vm.offset, "one is an excerpt of the other")
-    if a.audio is not None and b.audio is not None:
-        best = match_audio(a.audio, b.audio)
+    if sound is not None and a.audio is not None and b.audio is not None:
+        if sound.score >= AUDIO_SAME and sound.shared >= 10 and abs(sound.offset - vm.offset) <= 0.6:
+            return Verdict("same", sim, round(sound.score, 3), vm.offset, "pictures and sound agree")
         there = match_audio(a.audio, b.audio, at=vm.offset)
-        if best.score >= AUDIO_SAME and best.shared >= 10 and abs(best.offset - vm.offset) <= 0.6:
-            return Verdict("same", sim, round(best.score, 3), vm.offset, "pictures and sound agree")
-        if there.expected >= AUDIO_EXPECTED and there.score < AUDIO_DIFFERENT and best.score < 0.1:
+        if there.expected >= AUDIO_EXPECTED and there.score < AUDIO_DIFFERENT and sound.score < 0.1:
             return Verdict("similar", sim, round(there.score, 3), vm.offset, "same pictures, other sound")
     if vm.score >= VIDEO_STRICT and vm.pairs >= STRICT_PAIRS:
         return Verdict("same", sim, None, vm.offset, "pictures agree closely (no sound to compare)")

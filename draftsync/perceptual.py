@@ -165,10 +165,8 @@ class Bars:
         return 1.0 - self.top - self.bottom, 1.0 - self.left - self.right
 
 
-def _edge_run(lines: np.ndarray) -> int:
-    """How many leading lines (rows of `lines`) are flat and of the first line's colour."""
-    std = lines.std(axis=1)
-    mean = lines.mean(axis=1)
+def _edge_run(mean: np.ndarray, std: np.ndarray) -> int:
+    """How many leading lines are flat and of the first line's colour (from per-line mean and spread)."""
     flat = (std < 3.0) & (np.abs(mean - mean[0]) < 4.0)
     return int(np.argmin(flat)) if not flat.all() else len(flat)
 
@@ -176,10 +174,17 @@ def _edge_run(lines: np.ndarray) -> int:
 def frame_bars(img: np.ndarray) -> Bars | None:
     """Bars of one frame; None when the whole frame is flat (nothing to learn from it)."""
     f = img.astype(np.float32)
-    if f.std() < 2.0:
-        return None
     h, w = f.shape
-    return Bars(_edge_run(f) / h, _edge_run(f[::-1]) / h, _edge_run(f.T) / w, _edge_run(f.T[::-1]) / w)
+    sq = f * f
+    rows_m, cols_m = f.mean(axis=1), f.mean(axis=0)
+    rows_s = np.sqrt(np.maximum(0.0, sq.mean(axis=1) - rows_m * rows_m))
+    cols_s = np.sqrt(np.maximum(0.0, sq.mean(axis=0) - cols_m * cols_m))
+    if float(rows_s.max(initial=0)) < 2.0 and float(rows_m.max() - rows_m.min()) < 2.0:
+        return None
+    return Bars(
+        _edge_run(rows_m, rows_s) / h, _edge_run(rows_m[::-1], rows_s[::-1]) / h,
+        _edge_run(cols_m, cols_s) / w, _edge_run(cols_m[::-1], cols_s[::-1]) / w,
+    )  # fmt: skip
 
 
 def clip_bars(per_frame: list[Bars | None]) -> Bars:
@@ -193,7 +198,7 @@ def clip_bars(per_frame: list[Bars | None]) -> Bars:
     return b if rows >= 0.1 and cols >= 0.1 else Bars()
 
 
-MIN_STRONG = 12  # a frame with fewer clear gradients than this is uninformative
+MIN_STRONG = 6  # a frame with fewer clear gradients than this is uninformative
 
 
 def describe(img: np.ndarray, bars: Bars = Bars()) -> tuple[int, int]:
@@ -210,7 +215,9 @@ def describe(img: np.ndarray, bars: Bars = Bars()) -> tuple[int, int]:
     small = _resize(pic[my : h - my, mx : w - mx], 8, 9)
     diff = (small[:, :-1] - small[:, 1:]).flatten()
     # the typical difference, robust to a few huge ones (a burnt-in logo on a faint texture)
-    typical = float(np.percentile(np.abs(diff), 60))
+    typical = float(np.partition(np.abs(diff), 38)[38])  # the 60th percentile of 64
+    if typical < 0.5:  # mostly flat: a logo or a title on a plain ground is still a picture
+        typical = 0.5 * float(np.sqrt(np.mean(diff * diff)))
     if typical < 0.5 or float(small.max()) < 16.0:
         return 0, 0
     strong = np.abs(diff) >= 0.5 * typical
@@ -522,14 +529,18 @@ class VideoMatch:
 STATE_BITS = 10  # a picture this far from the last one counted is new evidence, not the same still
 
 
-def match_video(a: Signature, b: Signature, hints: tuple[float, ...] = ()) -> VideoMatch | None:
+def match_video(
+    a: Signature, b: Signature, hints: tuple[float, ...] = (), at: float | None = None
+) -> VideoMatch | None:
     """The best alignment of two signatures' content (end cards aside), or None when they never line
-    up on enough samples."""
+    up on enough samples. With `at`, only that offset is tried (e.g. the one the sound gives)."""
     ma, mb = a.content(), b.content()
     if ma.sum() < MIN_PAIRS or mb.sum() < MIN_PAIRS:
         return None
     sa: Side = (a.times[ma].astype(np.float64), a.hashes[ma], a.masks[ma], a.rate[ma].astype(np.float64))
     sb: Side = (b.times[mb].astype(np.float64), b.hashes[mb], b.masks[mb], b.rate[mb].astype(np.float64))
+    if at is not None:
+        return _score(sa, sb, at, a.content_duration, b.content_duration)
     ta, tb = sa[0], sb[0]
     d = distance(sa[1][:, None], sa[2][:, None], sb[1][None, :], sb[2][None, :])
     ii, jj = np.nonzero(d <= MATCH_BITS)
@@ -545,6 +556,15 @@ def match_video(a: Signature, b: Signature, hints: tuple[float, ...] = ()) -> Vi
         m = _score(sa, sb, off, a.content_duration, b.content_duration)
         # a still picture lines up at many offsets: prefer more evidence, then more of the clips in common
         if m is not None and (best is None or _rank(m) > _rank(best)):
+            best = m
+    if best is None:
+        return None
+    # votes come in 0.1 s bins and sparse samples pair across small gaps: settle on the offset, within
+    # half a second, where the paired pictures are closest
+    base = best.offset
+    for step in np.arange(-0.5, 0.51, 1 / 30):
+        m = _score(sa, sb, base + float(step), a.content_duration, b.content_duration)
+        if m is not None and m.score >= best.score and m.pairs >= best.pairs * 0.8 and m.bits < best.bits - 0.25:
             best = m
     return best
 
@@ -590,6 +610,13 @@ def _states(hashes: np.ndarray, masks: np.ndarray) -> int:
     return count
 
 
+def _alike(h1: np.uint64, m1: np.uint64, h2: np.uint64, m2: np.uint64, bits: float = 16) -> bool:
+    """The same picture (or nearly): close where both are clear, and clear in mostly the same places (a
+    card with a few edges and a busy picture share too few clear bits for their distance to mean much)."""
+    both, either = int(_popcount(np.uint64(m1 & m2))), int(_popcount(np.uint64(m1 | m2)))
+    return both >= 0.5 * either and float(distance(h1, m1, h2, m2)) <= bits
+
+
 CARD_MIN, CARD_MAX = 1.0, 8.0  # seconds an appended end card lasts
 CUT_BITS = 24  # a picture this far from the previous one is a cut
 
@@ -604,12 +631,14 @@ def card_start(times: np.ndarray, hashes: np.ndarray, masks: np.ndarray, duratio
     if duration - float(times[last]) > 1.5:
         return None
     k = len(info) - 1
-    while k > 0 and float(distance(hashes[info[k - 1]], masks[info[k - 1]], hashes[last], masks[last])) <= 16:
+    while k > 0 and _alike(hashes[info[k - 1]], masks[info[k - 1]], hashes[last], masks[last]):
         k -= 1
     if k == 0:
         return None  # the whole clip is one still picture: no card, nothing appended
     first, before = info[k], info[k - 1]
-    cut = float(distance(hashes[before], masks[before], hashes[first], masks[first])) > CUT_BITS
+    if len(info) - k < 2 or float(times[last] - times[first]) < 0.5:
+        return None  # one sample is not a still tail
+    cut = not _alike(hashes[before], masks[before], hashes[first], masks[first], CUT_BITS)
     start = float(times[first])
     if not cut or not CARD_MIN <= duration - start <= CARD_MAX or start < 1.0:
         return None

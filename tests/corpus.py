@@ -165,7 +165,8 @@ class Enc:
 
 
 PHONE = Enc()
-DESKTOP = Enc(gop=None, bframes=True, preset="veryfast", crf=27, audio_rate=44100)  # x264's defaults
+DESKTOP = Enc(gop=None, bframes=True, preset="veryfast", crf=27)  # x264's defaults
+TIKTOK = Enc(gop=None, bframes=True, preset="veryfast", crf=27, audio_rate=44100)  # its exports are 44.1 kHz
 HEVC = Enc(codec="libx265", gop=None, bframes=True)
 
 
@@ -228,6 +229,8 @@ def _sound_file(folder: Path, sound: np.ndarray, enc: Enc) -> Path:
     with av.open(str(tmp), "w") as out:
         a = out.add_stream(enc.audio_codec, rate=enc.audio_rate)
         a.layout = "mono"
+        if enc.audio_codec == "aac":
+            a.options = {"aac_coder": "fast"}
         step = 1024
         for k in range(0, len(pcm), step):
             fr = av.AudioFrame.from_ndarray(pcm[None, k : k + step].astype(np.float32), format="fltp", layout="mono")
@@ -398,7 +401,7 @@ def variants(seed: int, full_size: bool) -> dict[str, Variant]:
         **({"hevc": lambda f, s, p: encode(p, f, s, HEVC)} if full_size or seed % 2 else {}),  # x265 is slow
         "watermark": lambda f, s, p: encode(p, watermark(f, seed), s, PHONE),
         "letterbox_9x16": lambda f, s, p: encode(p, pad(f, (270, 480), 0), s, PHONE),
-        "export": lambda f, s, p: encode(p, *export(f, s), DESKTOP),
+        "export": lambda f, s, p: encode(p, *export(f, s), TIKTOK),
         # a screen recording: the clip fit into a 1080x1600 canvas with grey bars; the mic was off
         "screen_recording": lambda f, s, p: encode(p, pad(f, screen, 90), None, Enc(gop=None)),
         "combined": lambda f, s, p: encode(p, pad(export(f, s)[0], (360, 640), 0), export(f, s)[1],
@@ -409,7 +412,7 @@ def variants(seed: int, full_size: bool) -> dict[str, Variant]:
 def sources() -> dict[str, tuple[Callable[[], Frames], np.ndarray | None]]:
     """Source name -> (frames, sound). Half of them are silent."""
     out: dict[str, tuple[Callable[[], Frames], np.ndarray | None]] = {}
-    for s in range(8):
+    for s in range(4):
         out[f"synthetic{s}"] = ((lambda s=s: list(clip_frames(s))), melody(s) if s % 2 == 0 else None)
     gens = {
         "life": ("life", "mold=10:ratio=0.2:seed=3:death_color=#C83232:life_color=#00FF00"),
@@ -491,12 +494,12 @@ def _long(c: Corpus, root: Path) -> None:
     """Minute-long clips (small) whose export trims one second: alignment must not depend on short clips."""
     size = (320, 180)
     long = [
-        (lavfi("mandelbrot", "maxiter=128:end_pts=300", seconds=60, size=size), melody(29, seconds=60)),
+        (list(clip_frames(29, seconds=60, size=size)), melody(29, seconds=60)),
         (lavfi("cellauto", "rule=110:seed=11:random_fill_ratio=0.5", seconds=60, size=size), None),
     ]
     for k, (frames, sound) in enumerate(long):
         a = encode(root / f"long{k}.mp4", frames, sound, Enc(gop=None))
-        b = encode(root / f"long{k}__export.mp4", *export(frames, sound), DESKTOP)
+        b = encode(root / f"long{k}__export.mp4", *export(frames, sound), TIKTOK)
         c.long.append((a, b))
         c.exports.append(b)
 
@@ -515,3 +518,22 @@ def cached(root: Path) -> Corpus:
 
 
 __all__ = ["FPS", "SECONDS", "Corpus", "H", "W", "build", "cached", "clip_frames", "decode", "encode"]
+
+
+# --- shared by the test modules: one corpus and its signatures per session --------------------------
+
+_SESSION: dict[str, object] = {}
+
+
+def session_corpus(config: object, tmp_factory: object) -> tuple[Corpus, dict[Path, object]]:
+    """The corpus (from pytest's cache folder when there is one, so a later session reuses it) and the
+    signature of every file in it, computed once per session."""
+    from draftsync.perceptual import compute
+
+    if "corpus" not in _SESSION:
+        cache = getattr(config, "cache", None)
+        root = Path(cache.mkdir("draftsync-corpus")) if cache is not None else Path(tmp_factory.mktemp("corpus"))  # type: ignore[attr-defined]
+        c = cached(root)
+        _SESSION["corpus"] = c
+        _SESSION["sigs"] = {p: compute(p) for p in c.files()}
+    return _SESSION["corpus"], _SESSION["sigs"]  # type: ignore[return-value]
