@@ -210,7 +210,7 @@ def lookalike() -> None:
                 s.width, s.height, s.pix_fmt = 160, 90, "yuv420p"
                 # a different quality per copy: every file has its own content hash
                 s.options = {"preset": "ultrafast", "crf": str(18 + i % 20), "g": "15"}
-                for k, f in enumerate(src):
+                for _k, f in enumerate(src):
                     g = f.copy()
                     g[0, 0, 0] = i % 256  # and its own pixels
                     g[0, 1, 0] = (i // 256) % 256

@@ -228,7 +228,7 @@ def describe(img: np.ndarray, bars: Bars = Bars()) -> tuple[int, int]:
     return value or 1, mask  # a hash is never BLANK
 
 
-def distance(ha: np.ndarray, ma: np.ndarray, hb: np.ndarray, mb: np.ndarray) -> np.ndarray:
+def distance(ha: Any, ma: Any, hb: Any, mb: Any) -> np.ndarray:
     """Disagreeing bits among the ones clear in both frames, scaled to 64 (64 when too few are clear)."""
     both = ma & mb
     n = _popcount(both)

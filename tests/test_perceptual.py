@@ -34,8 +34,8 @@ HD = 1920 * 1080
 
 
 def gops(seconds: float, every: float, fps: int = 30) -> list[Gop]:
-    n = int(round(seconds / every))
-    return [Gop(i, i * every, int(round(every * fps))) for i in range(n)]
+    n = round(seconds / every)
+    return [Gop(i, i * every, round(every * fps)) for i in range(n)]
 
 
 def cost(ws: list, g: list[Gop], budget: Budget = Budget()) -> float:
