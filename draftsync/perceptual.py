@@ -508,7 +508,7 @@ def _decode(container: Any, stream: Any, gops: list[Gop], windows: list[Window],
 # --- matching -----------------------------------------------------------------------------------------
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
+def _popcount(x: Any) -> np.ndarray:
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x).astype(np.int64)
     return np.array([bin(int(v)).count("1") for v in np.ravel(x)], dtype=np.int64).reshape(np.shape(x))

@@ -275,7 +275,7 @@ def test_the_index_finds_every_same_clip_pair(evaluation: tuple) -> None:
     for i, p in enumerate(files):
         index.add(i, sigs[p].keys())
     family = c.family_of()
-    for i, p in enumerate(files):
+    for p in files:
         if p not in family:
             continue
         found = {files[o] for o, _ in index.query(sigs[p].keys(64), limit=64)}
