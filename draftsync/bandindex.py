@@ -133,14 +133,21 @@ class BandIndex:
         with self._lock:
             dkeys, downers = self._delta()
             for b in range(BANDS):
-                for v in np.unique(q[:, b]):
-                    n = int(self._offsets[b, v + 1] - self._offsets[b, v])
-                    if 0 < n <= crowded:
-                        found.append(self._bucket(b, int(v)))
+                wanted = np.unique(q[:, b])
+                in_file = self._offsets[b, wanted + 1] - self._offsets[b, wanted]
+                in_delta = np.zeros(len(wanted), dtype=np.int64)
+                hit = np.zeros(0, dtype=bool)
                 if len(dkeys):
-                    hit = np.isin(dkeys[:, b], q[:, b].astype(np.uint16))
-                    if hit.any():
-                        found.append(downers[hit])
+                    hit = np.isin(dkeys[:, b], wanted.astype(np.uint16))
+                    vals, counts = np.unique(dkeys[hit, b], return_counts=True)
+                    in_delta[np.searchsorted(wanted, vals.astype(np.int64))] = counts
+                ok = (in_file + in_delta) <= crowded
+                for v, n in zip(wanted[ok], in_file[ok], strict=True):
+                    if n:
+                        found.append(self._bucket(b, int(v)))
+                if hit.any():
+                    allowed = np.isin(dkeys[:, b], wanted[ok].astype(np.uint16)) & hit
+                    found.append(downers[allowed])
         if not found:
             return []
         owners, counts = np.unique(np.concatenate(found), return_counts=True)

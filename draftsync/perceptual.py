@@ -385,10 +385,11 @@ def compute(path: str | Path, budget: Budget = Budget(), audio: bool = True) -> 
 
 def _probe(container: Any, stream: Any) -> _Probe:
     tb = stream.time_base or Fraction(1, 90000)
-    if container.duration:
-        duration = container.duration / 1_000_000
-    elif stream.duration:
+    # the picture's own length: a longer sound track (an export's chime) does not stretch it
+    if stream.duration:
         duration = float(stream.duration * tb)
+    elif container.duration:
+        duration = container.duration / 1_000_000
     else:
         duration = 0.0
     cc = stream.codec_context

@@ -316,7 +316,7 @@ def pad(frames: Frames, canvas: tuple[int, int], color: int) -> list[av.VideoFra
     )
 
 
-def end_card(frames: Frames, seconds: float = 3.0) -> Frames:
+def end_card(frames: Frames, seconds: float = 3.0, fps: int = FPS) -> Frames:
     """TikTok's end card: a dark screen with a pulsing logo, after the clip."""
     h, w = frames[0].shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]
@@ -326,7 +326,7 @@ def end_card(frames: Frames, seconds: float = 3.0) -> Frames:
         card[(yy - h // 2) ** 2 + (xx - w // 2) ** 2 < r * r] = (37, 244, 238)
         card[h // 2 + r + 10 : h // 2 + r + 22, w // 2 - 40 : w // 2 + 40] = 230  # the user name
         cards.append(card)
-    return list(frames) + [cards[i % 6] for i in range(int(seconds * FPS))]
+    return list(frames) + [cards[i % 6] for i in range(int(seconds * fps))]
 
 
 def trim(frames: Frames, sound: np.ndarray | None, seconds: float) -> tuple[Frames, np.ndarray | None]:
