@@ -42,6 +42,12 @@ TIKTOK_EXPORT = "tiktok-export"
 VIDEO_MIN = 0.8  # share of comparable samples that must agree for the pictures to line up at all
 VIDEO_STRICT = 0.95  # ... when there is no sound to confirm it
 STRICT_PAIRS = 8
+# Without sound, the pictures must also be close on average: very close, or close over many different
+# moments (a still picture, or a second of it, agrees with too many look-alikes to prove anything).
+STRICT_SPREAD, STRICT_SPREAD_MOVING, STRICT_STATES = 4.5, 7.5, 5
+STRICT_OVERLAP = 2.0  # seconds
+STRICT_COLOUR = 14.0  # mean chroma within this (U and V summed, of 255): same clothes, walls and light; colour
+# conversions (BT.601 vs BT.709, full vs video range) move it by up to ~10
 COVERAGE = 0.4  # of the samples each side has in the stretch they share, at least this many must pair up
 MIN_PAIRS = 6
 ASPECT_TOLERANCE = 1.12  # shapes (bars removed) within 12 % of each other
@@ -93,7 +99,9 @@ def judge(a: Signature, b: Signature) -> Verdict:
         there = match_audio(a.audio, b.audio, at=vm.offset)
         if there.expected >= AUDIO_EXPECTED and there.score < AUDIO_DIFFERENT and sound.score < 0.1:
             return Verdict("similar", sim, round(there.score, 3), vm.offset, "same pictures, other sound")
-    if vm.score >= VIDEO_STRICT and vm.pairs >= STRICT_PAIRS:
+    close = vm.spread <= STRICT_SPREAD or (vm.spread <= STRICT_SPREAD_MOVING and vm.states >= STRICT_STATES)
+    close = close and not vm.colour > STRICT_COLOUR  # (an unknown colour, NaN, does not count against)
+    if vm.score >= VIDEO_STRICT and vm.pairs >= STRICT_PAIRS and close and vm.overlap >= STRICT_OVERLAP:
         return Verdict("same", sim, None, vm.offset, "pictures agree closely (no sound to compare)")
     return Verdict("similar", sim, None, vm.offset, "pictures alike, not closely enough without sound")
 

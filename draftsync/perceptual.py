@@ -140,8 +140,57 @@ def luma(frame: Any) -> np.ndarray:
         y = (y16 >> (_PLANAR_HIGH[fmt] - 8)).astype(np.uint8)
     else:  # packed or unusual formats: let swscale make gray
         y = frame.reformat(format="gray").to_ndarray()[::sy, ::sx]
+    return _upright(y, frame)
+
+
+def _upright(img: np.ndarray, frame: Any) -> np.ndarray:
     turns = round((getattr(frame, "rotation", 0) or 0) / 90.0) % 4
-    return np.ascontiguousarray(np.rot90(y, turns) if turns else y)
+    return np.ascontiguousarray(np.rot90(img, turns) if turns else img)
+
+
+_CHROMA = 48  # chroma is kept coarser still: it only gives the picture's average colour
+
+
+def chroma(frame: Any) -> np.ndarray | None:
+    """The frame's two chroma planes (2 x rows x cols, uint8), upright; None for formats we do not read."""
+    fmt = frame.format.name
+    bits = 8 if fmt in _PLANAR_8BIT else _PLANAR_HIGH.get(fmt)
+    if bits is None or fmt == "gray" or len(frame.planes) < 2:
+        return None
+    dtype, unit = (np.uint8, 1) if bits == 8 else ("<u2", 2)
+    planes: list[np.ndarray] = []
+    if fmt in ("nv12", "nv21", "p010le"):  # one plane of interleaved U, V pairs
+        p = frame.planes[1]
+        rows = np.frombuffer(p, dtype).reshape(p.height, p.line_size // unit)[:, : 2 * (frame.width // 2)]
+        step = max(1, p.height // _CHROMA)
+        first, second = rows[::step, 0::2][:, ::step], rows[::step, 1::2][:, ::step]
+        planes = [second, first] if fmt == "nv21" else [first, second]
+    else:
+        for p in frame.planes[1:3]:
+            arr = np.frombuffer(p, dtype).reshape(p.height, p.line_size // unit)[:, : p.width]
+            step = max(1, p.height // _CHROMA)
+            planes.append(arr[::step, ::step])
+    if bits != 8:
+        planes = [(np.asarray(x) >> (bits - 8)).astype(np.uint8) for x in planes]
+    hh, ww = min(x.shape[0] for x in planes), min(x.shape[1] for x in planes)
+    return np.stack([_upright(np.asarray(x)[:hh, :ww], frame) for x in planes])
+
+
+def colour(uv: np.ndarray | None, bars: Bars) -> int:
+    """The picture's mean chroma inside its bars as U << 8 | V (0: unknown)."""
+    if uv is None:
+        return 0
+    u, v = bars.crop(uv[0]), bars.crop(uv[1])
+    if u.size == 0:
+        return 0
+    return (int(round(float(u.mean()))) << 8) | int(round(float(v.mean()))) or 1
+
+
+def colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|U - U'| + |V - V'| of packed mean chromas; NaN where either is unknown."""
+    a16, b16 = a.astype(np.int32), b.astype(np.int32)
+    d = np.abs((a16 >> 8) - (b16 >> 8)) + np.abs((a16 & 255) - (b16 & 255))
+    return np.where((a16 == 0) | (b16 == 0), np.nan, d.astype(np.float64))
 
 
 @dataclass(frozen=True)
@@ -229,11 +278,14 @@ def describe(img: np.ndarray, bars: Bars = Bars()) -> tuple[int, int]:
 
 
 def distance(ha: Any, ma: Any, hb: Any, mb: Any) -> np.ndarray:
-    """Disagreeing bits among the ones clear in both frames, scaled to 64 (64 when too few are clear)."""
-    both = ma & mb
+    """How different two frames are, scaled to 64: a bit clear in both and of opposite sign counts fully,
+    one clear in only one frame and of opposite sign counts half (the other side may be noise there),
+    over the bits clear in either. 64 when too few bits are clear in both to compare."""
+    both, either = ma & mb, ma | mb
     n = _popcount(both)
-    bad = _popcount((ha ^ hb) & both)
-    return np.where(n >= MIN_STRONG, bad * 64.0 / np.maximum(n, 1), 64.0)
+    flipped = ha ^ hb
+    bad = _popcount(flipped & both) + 0.5 * _popcount(flipped & (ma ^ mb))
+    return np.where(n >= MIN_STRONG, bad * 64.0 / np.maximum(_popcount(either), 1), 64.0)
 
 
 # --- the signature --------------------------------------------------------------------------------------
@@ -244,6 +296,7 @@ class Signature:
     times: np.ndarray  # float32 seconds from the first frame
     hashes: np.ndarray  # uint64 difference hashes, BLANK for uninformative frames
     masks: np.ndarray  # uint64: which bits of each hash are clear (see `describe`)
+    colours: np.ndarray  # uint16 mean chroma per sample (U << 8 | V, 0 unknown)
     duration: float
     aspect: float  # display width / height of the picture inside its bars
     audio: AudioPrint | None = None
@@ -270,7 +323,7 @@ class Signature:
         return {
             "version": VERSION, "duration": round(self.duration, 3), "aspect": round(self.aspect, 4),
             "times": [round(float(t), 3) for t in self.times], "hashes": [f"{int(h):016x}" for h in self.hashes],
-            "masks": [f"{int(m):016x}" for m in self.masks],
+            "masks": [f"{int(m):016x}" for m in self.masks], "colours": [int(c) for c in self.colours],
             "audio": self.audio.to_json() if self.audio is not None else None,
         }  # fmt: skip
 
@@ -282,8 +335,9 @@ class Signature:
             raise ValueError(f"signature version {d.get('version')} is not {VERSION}")
         hexes = lambda xs: np.array([int(h, 16) for h in xs], dtype=np.uint64)  # noqa: E731
         return cls(
-            np.array(d["times"], dtype=np.float32), hexes(d["hashes"]), hexes(d["masks"]), float(d["duration"]),
-            float(d["aspect"]), AudioPrint.from_json(d["audio"]) if d.get("audio") else None,
+            np.array(d["times"], dtype=np.float32), hexes(d["hashes"]), hexes(d["masks"]),
+            np.array(d["colours"], dtype=np.uint16), float(d["duration"]), float(d["aspect"]),
+            AudioPrint.from_json(d["audio"]) if d.get("audio") else None,
         )  # fmt: skip
 
     def pack(self) -> bytes:
@@ -291,7 +345,7 @@ class Signature:
         audio = self.audio.pack() if self.audio is not None else b""
         head = struct.pack(_HEAD, VERSION, len(self.times), self.duration, self.aspect)
         body = self.times.astype("<f4").tobytes() + self.hashes.astype("<u8").tobytes()
-        return head + body + self.masks.astype("<u8").tobytes() + audio
+        return head + body + self.masks.astype("<u8").tobytes() + self.colours.astype("<u2").tobytes() + audio
 
     @classmethod
     def unpack(cls, data: bytes) -> Signature:
@@ -304,8 +358,9 @@ class Signature:
         times = np.frombuffer(data, "<f4", n, off).astype(np.float32)
         hashes = np.frombuffer(data, "<u8", n, off + 4 * n).astype(np.uint64)
         masks = np.frombuffer(data, "<u8", n, off + 12 * n).astype(np.uint64)
-        rest = data[off + 20 * n :]
-        return cls(times, hashes, masks, duration, aspect, AudioPrint.unpack(rest) if rest else None)
+        colours = np.frombuffer(data, "<u2", n, off + 20 * n).astype(np.uint16)
+        rest = data[off + 22 * n :]
+        return cls(times, hashes, masks, colours, duration, aspect, AudioPrint.unpack(rest) if rest else None)
 
     def keys(self, n: int = 16) -> np.ndarray:
         """Up to `n` hashes spread over the clip's content: what the band index holds for it (never an end
@@ -370,17 +425,18 @@ def compute(path: str | Path, budget: Budget = Budget(), audio: bool = True) -> 
             from draftsync.audioprint import fingerprint_stream
 
             fp = fingerprint_stream(container, container.streams.audio[0], probe.duration)
-    start = min(t for t, _, _ in frames)
-    bars = clip_bars([frame_bars(img) for _, img, _ in frames])
+    start = min(f[0] for f in frames)
+    bars = clip_bars([frame_bars(img) for _, img, _, _ in frames])
     rows, cols = bars.area
-    aspect = (probe.aspect if frames[0][2] % 2 == 0 else 1 / probe.aspect) * cols / rows
+    aspect = (probe.aspect if frames[0][3] % 2 == 0 else 1 / probe.aspect) * cols / rows
     frames.sort(key=lambda f: f[0])
-    times = np.array([t - start for t, _, _ in frames], dtype=np.float32)
-    described = [describe(img, bars) for _, img, _ in frames]
+    times = np.array([f[0] - start for f in frames], dtype=np.float32)
+    described = [describe(img, bars) for _, img, _, _ in frames]
     hashes = np.array([h for h, _ in described], dtype=np.uint64)
     masks = np.array([m for _, m in described], dtype=np.uint64)
+    colours = np.array([colour(uv, bars) for _, _, uv, _ in frames], dtype=np.uint16)
     keep = np.concatenate([[True], np.diff(times) > 1e-4])
-    return Signature(times[keep], hashes[keep], masks[keep], probe.duration, float(aspect), fp)
+    return Signature(times[keep], hashes[keep], masks[keep], colours[keep], probe.duration, float(aspect), fp)
 
 
 def _probe(container: Any, stream: Any) -> _Probe:
@@ -426,8 +482,8 @@ def _gops(container: Any, stream: Any) -> list[Gop]:
 
 
 def _decode(container: Any, stream: Any, gops: list[Gop], windows: list[Window],
-            max_samples: int) -> Iterator[tuple[float, np.ndarray, int]]:  # fmt: skip
-    """(presentation time, luma grid, quarter turns) of every frame the plan decodes."""
+            max_samples: int) -> Iterator[tuple[float, np.ndarray, np.ndarray | None, int]]:  # fmt: skip
+    """(presentation time, luma, chroma, quarter turns) of every frame the plan decodes."""
     import av
 
     cc = stream.codec_context
@@ -442,7 +498,7 @@ def _decode(container: Any, stream: Any, gops: list[Gop], windows: list[Window],
     by_ordinal = {w.ordinal: w for w in windows}
     tb_f = float(tb)
 
-    def frames_of(packets: list[Any]) -> Iterator[tuple[float, np.ndarray, int]]:
+    def frames_of(packets: list[Any]) -> Iterator[tuple[float, np.ndarray, np.ndarray | None, int]]:
         out: list[Any] = []
         try:
             for p in packets:
@@ -456,7 +512,7 @@ def _decode(container: Any, stream: Any, gops: list[Gop], windows: list[Window],
             if f.pts is None or (i % keep_every and not f.key_frame):
                 continue
             turns = round((f.rotation or 0) / 90.0) % 4
-            yield float(f.pts * tb_f), luma(f), turns
+            yield float(f.pts * tb_f), luma(f), chroma(f), turns
 
     ordinal = -1
     pending: list[Any] = []
@@ -525,6 +581,8 @@ class VideoMatch:
     offset: float
     overlap: float  # seconds of the two clips' content (end cards aside) that coincide at this offset
     bits: float  # mean distance of the agreeing pairs
+    spread: float  # mean distance of all the pairs compared (agreeing or not)
+    colour: float  # median difference of mean chroma over the agreeing pairs (NaN: unknown)
 
 
 STATE_BITS = 10  # a picture this far from the last one counted is new evidence, not the same still
@@ -538,8 +596,8 @@ def match_video(
     ma, mb = a.content(), b.content()
     if ma.sum() < MIN_PAIRS or mb.sum() < MIN_PAIRS:
         return None
-    sa: Side = (a.times[ma].astype(np.float64), a.hashes[ma], a.masks[ma], a.rate[ma].astype(np.float64))
-    sb: Side = (b.times[mb].astype(np.float64), b.hashes[mb], b.masks[mb], b.rate[mb].astype(np.float64))
+    sa: Side = (a.times[ma].astype(np.float64), a.hashes[ma], a.masks[ma], a.rate[ma].astype(np.float64), a.colours[ma])
+    sb: Side = (b.times[mb].astype(np.float64), b.hashes[mb], b.masks[mb], b.rate[mb].astype(np.float64), b.colours[mb])
     if at is not None:
         return _score(sa, sb, at, a.content_duration, b.content_duration)
     ta, tb = sa[0], sb[0]
@@ -574,12 +632,12 @@ def _rank(m: VideoMatch) -> tuple[float, int, float]:
     return round(m.score, 2) * min(m.states, 4), m.pairs, m.overlap
 
 
-Side = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # times, hashes, masks, rates
+Side = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # times, hashes, masks, rates, colours
 
 
 def _score(sa: Side, sb: Side, off: float, dur_a: float, dur_b: float) -> VideoMatch | None:
-    ta, ha, ka, ra = sa
-    tb, hb, kb, rb = sb
+    ta, ha, ka, ra, ca = sa
+    tb, hb, kb, rb, cb = sb
     shifted = ta + off
     idx = np.clip(np.searchsorted(tb, shifted), 1, max(1, len(tb) - 1))
     left = np.clip(idx - 1, 0, len(tb) - 1)
@@ -599,7 +657,10 @@ def _score(sa: Side, sb: Side, off: float, dur_a: float, dur_b: float) -> VideoM
     agree = dist <= MATCH_BITS + drift[sel]
     overlap = max(0.0, min(dur_a, dur_b - off) - max(0.0, -off))
     bits = float(dist[agree].mean()) if agree.any() else 64.0
-    return VideoMatch(float(agree.mean()), n, _states(ha[sel][agree], ka[sel][agree]), off, overlap, bits)
+    states = _states(ha[sel][agree], ka[sel][agree])
+    cd = colour_distance(ca[sel][agree], cb[nearest[sel]][agree])
+    col = float(np.nanmedian(cd)) if np.isfinite(cd).any() else float("nan")
+    return VideoMatch(float(agree.mean()), n, states, off, overlap, bits, float(dist.mean()), col)
 
 
 def _states(hashes: np.ndarray, masks: np.ndarray) -> int:

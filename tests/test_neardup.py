@@ -55,7 +55,8 @@ def make(seed: int = 1, *, seconds: float = 6.0, start: float = 0.0, aspect: flo
     other = rng.random(len(hashes)) < flip
     hashes[other] = rng.integers(1, 2**63, int(other.sum()), dtype=np.uint64)
     au = sound(audio, seconds, audio_start if audio_start is not None else start) if audio is not None else None
-    return Signature(times, hashes, np.full(len(hashes), FULL), seconds, aspect, au)
+    colours = np.full(len(hashes), (128 << 8) | 128, np.uint16)
+    return Signature(times, hashes, np.full(len(hashes), FULL), colours, seconds, aspect, au)
 
 
 CASES = {

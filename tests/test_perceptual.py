@@ -125,7 +125,8 @@ def test_clip_bars_are_the_thinnest_seen() -> None:
 def sig(times: list[float], hashes: list[int], duration: float) -> Signature:
     full = np.uint64(0xFFFFFFFFFFFFFFFF)
     h = np.array(hashes, dtype=np.uint64)
-    return Signature(np.array(times, np.float32), h, np.where(h == 0, np.uint64(0), full), duration, 1.0)
+    masks = np.where(h == 0, np.uint64(0), full)
+    return Signature(np.array(times, np.float32), h, masks, np.zeros(len(h), np.uint16), duration, 1.0)
 
 
 def test_an_end_card_is_a_still_tail_after_a_cut() -> None:
