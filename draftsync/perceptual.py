@@ -183,7 +183,7 @@ def colour(uv: np.ndarray | None, bars: Bars) -> int:
     u, v = bars.crop(uv[0]), bars.crop(uv[1])
     if u.size == 0:
         return 0
-    return (int(round(float(u.mean()))) << 8) | int(round(float(v.mean()))) or 1
+    return (round(float(u.mean())) << 8) | round(float(v.mean())) or 1
 
 
 def colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -583,6 +583,8 @@ class VideoMatch:
     bits: float  # mean distance of the agreeing pairs
     spread: float  # mean distance of all the pairs compared (agreeing or not)
     colour: float  # median difference of mean chroma over the agreeing pairs (NaN: unknown)
+    gap: float  # median time between paired samples (0 when both sample the same frames)
+    weight: float  # the agreeing pairs, each counted by how close it is (1 for identical pictures)
 
 
 STATE_BITS = 10  # a picture this far from the last one counted is new evidence, not the same still
@@ -616,8 +618,8 @@ def match_video(
         # a still picture lines up at many offsets: prefer more evidence, then more of the clips in common
         if m is not None and (best is None or _rank(m) > _rank(best)):
             best = m
-    if best is None:
-        return None
+    if best is None or best.gap < 0.02:
+        return best
     # votes come in 0.1 s bins and sparse samples pair across small gaps: settle on the offset, within
     # half a second, where the paired pictures are closest
     base = best.offset
@@ -628,8 +630,9 @@ def match_video(
     return best
 
 
-def _rank(m: VideoMatch) -> tuple[float, int, float]:
-    return round(m.score, 2) * min(m.states, 4), m.pairs, m.overlap
+def _rank(m: VideoMatch) -> tuple[float, float]:
+    """More close agreement first; among equals (a still picture agrees at many offsets) more overlap."""
+    return round(m.weight, 1), m.overlap
 
 
 Side = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # times, hashes, masks, rates, colours
@@ -660,7 +663,9 @@ def _score(sa: Side, sb: Side, off: float, dur_a: float, dur_b: float) -> VideoM
     states = _states(ha[sel][agree], ka[sel][agree])
     cd = colour_distance(ca[sel][agree], cb[nearest[sel]][agree])
     col = float(np.nanmedian(cd)) if np.isfinite(cd).any() else float("nan")
-    return VideoMatch(float(agree.mean()), n, states, off, overlap, bits, float(dist.mean()), col)
+    weight = float(np.clip(1 - dist[agree] / (MATCH_BITS + drift[sel][agree]), 0, 1).sum())
+    return VideoMatch(float(agree.mean()), n, states, off, overlap, bits, float(dist.mean()), col,
+                      float(np.median(gap[sel])), weight)  # fmt: skip
 
 
 def _states(hashes: np.ndarray, masks: np.ndarray) -> int:

@@ -215,21 +215,35 @@ def corpus_sigs(evaluation: tuple) -> dict:
 
 
 def test_every_copy_is_the_same_clip_and_no_two_clips_are(evaluation: tuple) -> None:
+    """As the archive does it: the band index proposes candidates, `judge` decides. A pair the index
+    never proposes counts as a miss."""
+    from draftsync.bandindex import BandIndex
+
     c, sigs = evaluation
     family = c.family_of()
     files = list(dict.fromkeys([*family, *(p for _, a, b in c.negatives for p in (a, b))]))
+    index = BandIndex()
+    for i, p in enumerate(files):
+        index.add(i, sigs[p].keys())
+    verdicts = {}
+    for i, p in enumerate(files):
+        for j, _ in index.query(sigs[p].keys(64), limit=64):
+            if j != i and (min(i, j), max(i, j)) not in verdicts:
+                a, b = files[min(i, j)], files[max(i, j)]
+                verdicts[(min(i, j), max(i, j))] = judge(sigs[a], sigs[b])
     misses, false = [], []
     same = 0
-    for a, b in itertools.combinations(files, 2):
-        v = judge(sigs[a], sigs[b])
+    for i, j in itertools.combinations(range(len(files)), 2):
+        a, b = files[i], files[j]
+        v = verdicts.get((i, j))
         if family.get(a) is not None and family.get(a) == family.get(b):
             same += 1
-            if v.kind != "same":
-                misses.append((a.name, b.name, v.why))
-        elif v.kind == "same":
+            if v is None or v.kind != "same":
+                misses.append((a.name, b.name, v.why if v else "not a candidate"))
+        elif v is not None and v.kind == "same":
             false.append((a.name, b.name, v.why))
     recall = 1 - len(misses) / same
-    print(f"recall {recall:.3f} over {same} same-clip pairs; misses {misses}")
+    print(f"recall {recall:.3f} over {same} same-clip pairs ({len(verdicts)} judged); misses {misses}")
     assert false == []
     assert recall >= 0.95, misses
 
@@ -265,22 +279,3 @@ def test_a_one_second_trim_stays_aligned_on_minute_long_clips(evaluation: tuple)
     for a, b in c.long:
         v = judge(sigs[a], sigs[b])
         assert v.kind == "same" and v.offset == pytest.approx(-1.0, abs=0.15), (a.name, v)
-
-
-def test_the_index_finds_every_same_clip_pair(evaluation: tuple) -> None:
-    from draftsync.bandindex import BandIndex
-
-    c, sigs = evaluation
-    files = list(sigs)
-    index = BandIndex()
-    for i, p in enumerate(files):
-        index.add(i, sigs[p].keys())
-    family = c.family_of()
-    for p in files:
-        if p not in family:
-            continue
-        found = {files[o] for o, _ in index.query(sigs[p].keys(64), limit=64)}
-        expected = {
-            q for q in files if q != p and family.get(q) == family[p] and judge(sigs[p], sigs[q]).kind == "same"
-        }
-        assert expected <= found, (p.name, sorted(x.name for x in expected - found))
