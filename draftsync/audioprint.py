@@ -30,6 +30,7 @@ SEGMENT = 4.0  # seconds decoded per segment of a long track
 WHOLE_UP_TO = 16.0  # tracks up to this long are decoded whole
 SPACING = 12.0  # segment starts in a long track (a third of it is decoded)
 MIN_LANDMARKS = 24  # fewer than this (silence, a hum) is no print at all
+MAX_LANDMARKS = 600  # a long track keeps a content-chosen subset (the same one in every copy)
 
 
 @dataclass
@@ -159,6 +160,12 @@ def print_of(pieces: list[tuple[float, np.ndarray]]) -> AudioPrint | None:
     if len(hashes) < MIN_LANDMARKS:
         return None
     times = np.concatenate(ts)
+    keep = 1
+    while len(hashes) / keep > MAX_LANDMARKS:
+        keep *= 2
+    if keep > 1:  # by the hash, not by position: copies of a track keep the same landmarks
+        chosen = ((hashes.astype(np.uint64) * np.uint64(2654435761)) >> np.uint64(16)) % np.uint64(keep) == 0
+        hashes, times = hashes[chosen], times[chosen]
     return AudioPrint(hashes.astype(np.uint32), np.maximum(times, 0).astype(np.uint32), covered)
 
 

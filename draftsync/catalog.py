@@ -145,6 +145,7 @@ _MIGRATIONS: dict[int, str] = {
         hash TEXT NOT NULL UNIQUE,
         version INTEGER NOT NULL,
         data BLOB,
+        keys BLOB,
         error TEXT,
         computed_at REAL NOT NULL
     );
@@ -448,14 +449,16 @@ class Catalog:
     def is_signed(self, hash: str, version: int) -> bool:
         return bool(self._q("SELECT 1 FROM signatures WHERE hash=? AND version=?", (hash, version)))
 
-    def save_signature(self, hash: str, version: int, data: bytes | None, error: str | None) -> int:
-        """Store (or replace) a video's signature; returns its row id, the name the band index uses."""
+    def save_signature(self, hash: str, version: int, data: bytes | None, error: str | None,
+                       keys: bytes | None = None) -> int:  # fmt: skip
+        """Store (or replace) a video's signature and the frame hashes the band index holds for it; returns
+        its row id, the name the band index uses."""
         with self.tx() as db:
             db.execute(
-                "INSERT INTO signatures(hash, version, data, error, computed_at) VALUES(?,?,?,?,?) "
-                "ON CONFLICT(hash) DO UPDATE SET version=excluded.version, data=excluded.data, "
+                "INSERT INTO signatures(hash, version, data, keys, error, computed_at) VALUES(?,?,?,?,?,?) "
+                "ON CONFLICT(hash) DO UPDATE SET version=excluded.version, data=excluded.data, keys=excluded.keys, "
                 "error=excluded.error, computed_at=excluded.computed_at",
-                (hash, version, data, error, time.time()),
+                (hash, version, data, keys, error, time.time()),
             )
             row = db.execute("SELECT id FROM signatures WHERE hash=?", (hash,)).fetchone()
         return int(row[0])
@@ -478,12 +481,12 @@ class Catalog:
                        (hash, version))  # fmt: skip
         return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
 
-    def iter_signatures(self, version: int, after_id: int = 0, batch: int = 2000) -> Iterator[tuple[int, bytes]]:
-        """(id, data) of every signature with data, in id order, a batch at a time (bounded memory)."""
+    def iter_index_keys(self, version: int, after_id: int = 0, batch: int = 5000) -> Iterator[tuple[int, bytes]]:
+        """(id, index keys) of every signature, in id order, a batch at a time (bounded memory)."""
         last = after_id
         while True:
             rows = self._q(
-                "SELECT id, data FROM signatures WHERE id > ? AND version=? AND data IS NOT NULL ORDER BY id LIMIT ?",
+                "SELECT id, keys FROM signatures WHERE id > ? AND version=? AND keys IS NOT NULL ORDER BY id LIMIT ?",
                 (last, version, batch),
             )
             if not rows:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from draftsync import log
 from draftsync.archive import Archive
 from draftsync.audioprint import match_audio
@@ -148,7 +150,7 @@ class NearDups:
             index = BandIndex(self._index_path, self.catalog.neardup_generation())
             if index.covered == 0:
                 t = time.monotonic()
-                rows = ((sid, Signature.unpack(data).keys()) for sid, data in self.catalog.iter_signatures(VERSION))
+                rows = ((sid, _keys(k)) for sid, k in self.catalog.iter_index_keys(VERSION))
                 index.rebuild(rows)
                 if len(index):
                     _log.info(
@@ -161,8 +163,8 @@ class NearDups:
     def _refresh(self) -> None:
         """Index signatures another process (a `push` run, a reindex) stored since we last looked."""
         assert self._index is not None
-        for sid, data in self.catalog.iter_signatures(VERSION, after_id=self._known):
-            self._index.add(sid, Signature.unpack(data).keys())
+        for sid, k in self.catalog.iter_index_keys(VERSION, after_id=self._known):
+            self._index.add(sid, _keys(k))
             self._known = sid
         if self._index.needs_merge():
             self._index.merge()
@@ -196,8 +198,9 @@ class NearDups:
             index = self.index
             self._refresh()
             compared = self._compare(v.hash, sig)
-            sid = self.catalog.save_signature(v.hash, VERSION, sig.pack(), None)
-            index.add(sid, sig.keys())
+            keys = sig.keys()
+            sid = self.catalog.save_signature(v.hash, VERSION, sig.pack(), None, keys.astype("<u8").tobytes())
+            index.add(sid, keys)
             self._known = max(self._known, sid)
             if index.needs_merge():
                 index.merge()
@@ -282,6 +285,10 @@ class NearDups:
                 if other is not None:
                     self.archive.update_sidecar(other.archive_path, {"origin": TIKTOK_EXPORT, "origin_of": v.hash})
         return None, None
+
+
+def _keys(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, "<u8").astype(np.uint64)
 
 
 def _similar_json(c: Compared) -> dict[str, Any]:
@@ -421,7 +428,8 @@ def restore(catalog: Catalog, h: str, data: dict[str, Any]) -> None:
     sig = data.get("perceptual")
     if isinstance(sig, dict) and sig.get("version") == VERSION:
         try:
-            catalog.save_signature(h, VERSION, Signature.from_json(sig).pack(), None)
+            restored = Signature.from_json(sig)
+            catalog.save_signature(h, VERSION, restored.pack(), None, restored.keys().astype("<u8").tobytes())
         except (ValueError, KeyError, TypeError) as e:
             _log.warning("unusable signature in a sidecar; it will be computed again", hash=h, error=str(e))
     elif data.get("perceptual_error"):
