@@ -336,6 +336,7 @@ class Signer:
         """One pass: the start-up catch-up, or one queued video, or the periodic check. Returns videos signed."""
         nd = self.neardups
         if self._stopping or nd.should_stop():
+            time.sleep(min(wait, 1.0))  # the loop ends with the daemon's stop event; do not spin until then
             return 0
         if not self._caught_up:
             n = nd.backfill(limit=100)
