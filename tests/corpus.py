@@ -165,8 +165,8 @@ class Enc:
 
 
 PHONE = Enc()
-DESKTOP = Enc(gop=None, bframes=True, preset="veryfast", crf=27)  # x264's defaults
-TIKTOK = Enc(gop=None, bframes=True, preset="veryfast", crf=27, audio_rate=44100)  # its exports are 44.1 kHz
+DESKTOP = Enc(gop=None, bframes=True, preset="superfast", crf=27)  # x264 default GOP, B-frames, scene cuts
+TIKTOK = Enc(gop=None, bframes=True, preset="superfast", crf=27, audio_rate=44100)  # its exports are 44.1 kHz
 HEVC = Enc(codec="libx265", gop=None, bframes=True)
 
 
