@@ -55,18 +55,20 @@ class AudioPrint:
         )
 
     def pack(self) -> bytes:
+        """Compact bytes: times take two bytes each unless the track is longer than 35 minutes."""
         n, k = len(self.hashes), len(self.covered)
-        head = struct.pack("<II", n, k) + b"".join(struct.pack("<ff", a, b) for a, b in self.covered)
-        return head + self.hashes.astype("<u4").tobytes() + self.times.astype("<u4").tobytes()
+        wide = bool(len(self.times) and int(self.times.max()) > 0xFFFF)
+        head = struct.pack("<IIB", n, k, wide) + b"".join(struct.pack("<ff", a, b) for a, b in self.covered)
+        return head + self.hashes.astype("<u4").tobytes() + self.times.astype("<u4" if wide else "<u2").tobytes()
 
     @classmethod
     def unpack(cls, data: bytes) -> AudioPrint:
-        n, k = struct.unpack_from("<II", data)
-        off = 8
+        n, k, wide = struct.unpack_from("<IIB", data)
+        off = 9
         covered = [struct.unpack_from("<ff", data, off + 8 * i) for i in range(k)]
         off += 8 * k
         hashes = np.frombuffer(data, "<u4", n, off).astype(np.uint32)
-        times = np.frombuffer(data, "<u4", n, off + 4 * n).astype(np.uint32)
+        times = np.frombuffer(data, "<u4" if wide else "<u2", n, off + 4 * n).astype(np.uint32)
         return cls(hashes, times, [(float(a), float(b)) for a, b in covered])
 
     def landmarks_within(self, lo: float, hi: float) -> int:

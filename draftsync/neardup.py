@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import queue
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -166,8 +167,18 @@ class NearDups:
         for sid, k in self.catalog.iter_index_keys(VERSION, after_id=self._known):
             self._index.add(sid, _keys(k))
             self._known = sid
-        if self._index.needs_merge():
+        self._merge()
+
+    def _merge(self) -> None:
+        """Fold recent additions into the index file; if that fails (state disk full, read-only), they stay
+        in memory and the catalog still has them: nothing is lost, and the failure is logged."""
+        if self._index is None or not self._index.needs_merge():
+            return
+        try:
             self._index.merge()
+        except OSError as e:
+            _log.error("near-duplicate index not saved; recent additions stay in memory", path=str(self._index_path),
+                       error=str(e))  # fmt: skip
 
     def backfill(self, limit: int = 50) -> int:
         """Sign up to `limit` videos that have no signature yet, oldest first."""
@@ -202,8 +213,7 @@ class NearDups:
             sid = self.catalog.save_signature(v.hash, VERSION, sig.pack(), None, keys.astype("<u8").tobytes())
             index.add(sid, keys)
             self._known = max(self._known, sid)
-            if index.needs_merge():
-                index.merge()
+            self._merge()
             same = [c for c in compared if c.verdict.kind == "same"]
             similar = sorted((c for c in compared if c.verdict.kind == "similar"), key=lambda c: -c.verdict.similarity)
             member = self._join(v, same)
@@ -236,7 +246,11 @@ class NearDups:
             grp = self.catalog.group_of(other_hash) or other_hash
             if grp in joined:
                 continue
-            other = Signature.unpack(data)
+            try:
+                other = Signature.unpack(data)
+            except (ValueError, struct.error) as e:  # a damaged row: compare with the others
+                _log.warning("unreadable signature in the catalog", hash=other_hash, error=str(e))
+                continue
             verdict = judge(other, sig)  # the earlier one first: offsets read "new = old + offset"
             if verdict.kind == "same":
                 joined.add(grp)

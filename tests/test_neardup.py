@@ -348,3 +348,29 @@ def test_push_skips_exports_and_the_same_clip_but_not_a_similar_take(env: Env, f
     assert skipped["state"] == "skipped" and "near-duplicate" in skipped["reason"]
     assert rows[b3(family["take"])]["state"] == "queued"  # another take is another video
     assert rows[b3(family["other"])]["state"] == "queued"
+
+
+def test_a_full_state_disk_does_not_lose_a_signature(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index file cannot be written: the video is still signed, grouped and its sidecar written; the
+    additions stay in memory and the failure is logged."""
+    import errno
+
+    from draftsync.bandindex import BandIndex
+
+    lookalikes(env, 3)
+    assert env.cli("scan", "--no-compare").returncode == 0
+    s, _ = load(str(env.config))
+    catalog = Catalog(s.catalog_path)
+
+    def full(self: BandIndex) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(BandIndex, "needs_merge", lambda self: True)
+    monkeypatch.setattr(BandIndex, "merge", full)
+    n = NearDups(catalog, Archive(s.archive.root, s.archive.layout))
+    assert n.backfill() == 3
+    (grp,) = catalog.dupe_groups()
+    assert len(catalog.group_members(grp)) == 3
+    assert all(sc.get("perceptual") for sc in env.sidecars())
+    assert len(n.index) > 0  # in memory
+    catalog.close()
