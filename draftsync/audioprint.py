@@ -2,8 +2,8 @@
 
 The same clip keeps its landmarks through re-encoding, resampling, a quieter copy and a trimmed start;
 two takes of one scene, with different speech or music, share almost none. A print covers the whole
-track of a short clip and evenly spaced segments of a long one (decoding audio is not free: the print
-costs about a third of what decoding the whole track would), and records which stretches it covers so a
+track of a short clip and evenly spaced segments of a long one (decoding audio is not free: a long
+track's print costs a fifth of decoding it whole), and records which stretches it covers so a
 comparison knows how many landmarks two prints *should* share.
 """
 
@@ -26,9 +26,9 @@ PEAKS_PER_SECOND = 12
 FAN_OUT = 3
 MAX_DT = 40  # frames between the two peaks of a landmark (1.3 s)
 MAX_DF = 60  # bins
-SEGMENT = 4.0  # seconds decoded per segment of a long track
+SEGMENT = 3.0  # seconds decoded per segment of a long track
 WHOLE_UP_TO = 16.0  # tracks up to this long are decoded whole
-SPACING = 12.0  # segment starts in a long track (a third of it is decoded)
+SPACING = 15.0  # segment starts in a long track (a fifth of it is decoded)
 MIN_LANDMARKS = 24  # fewer than this (silence, a hum) is no print at all
 MAX_LANDMARKS = 600  # a long track keeps a content-chosen subset (the same one in every copy)
 
@@ -77,7 +77,7 @@ class AudioPrint:
 
 
 def segments(duration: float) -> list[tuple[float, float]]:
-    """Which stretches of the track to decode: all of a short one, 4 s every 12 s of a long one."""
+    """Which stretches of the track to decode: all of a short one, 3 s every 15 s of a long one."""
     if duration <= WHOLE_UP_TO:
         return [(0.0, duration)]
     spacing = SPACING
@@ -194,13 +194,13 @@ def fingerprint_stream(container: Any, stream: Any, duration: float) -> AudioPri
         try:
             for packet in container.demux(stream):
                 for frame in packet.decode():
-                    if frame.pts is None:
-                        continue
-                    t = float(frame.pts * tb)
-                    if t + frame.samples / (frame.sample_rate or 48000) < lo:
-                        continue
-                    if start is None:
-                        start = t
+                    if start is None:  # until the segment begins (the seek lands at or before it)
+                        if (
+                            frame.pts is None
+                            or float(frame.pts * tb) + frame.samples / (frame.sample_rate or 48000) < lo
+                        ):
+                            continue
+                        start = float(frame.pts * tb)
                     for out in resampler.resample(frame):
                         chunks.append(np.frombuffer(cast(Any, out.planes[0]), np.float32, out.samples))
                         got += out.samples

@@ -406,10 +406,7 @@ def compute(path: str | Path, budget: Budget = Budget(), audio: bool = True) -> 
     Raises ValueError for a file that cannot be opened or has no decodable video."""
     import av
 
-    try:
-        container = av.open(str(path), timeout=30)
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot open: {e}") from None
+    container = _open(path)
     with container:
         if not container.streams.video:
             raise ValueError("no video stream")
@@ -437,6 +434,22 @@ def compute(path: str | Path, budget: Budget = Budget(), audio: bool = True) -> 
     colours = np.array([colour(uv, bars) for _, _, uv, _ in frames], dtype=np.uint16)
     keep = np.concatenate([[True], np.diff(times) > 1e-4])
     return Signature(times[keep], hashes[keep], masks[keep], colours[keep], probe.duration, float(aspect), fp)
+
+
+def _open(path: str | Path) -> Any:
+    """Open without FFmpeg's stream probing (it decodes frames to learn what MP4/MOV headers already say);
+    a container whose headers do not say (MPEG-TS, raw streams) is opened again the usual way."""
+    import av
+
+    try:
+        container = av.open(str(path), timeout=30, options={"probesize": "32", "analyzeduration": "0"})
+        v = container.streams.video[0] if container.streams.video else None
+        if v is not None and v.codec_context.width and v.codec_context.format is not None:
+            return container
+        container.close()
+        return av.open(str(path), timeout=30)
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot open: {e}") from None
 
 
 def _probe(container: Any, stream: Any) -> _Probe:

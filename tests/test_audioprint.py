@@ -64,8 +64,8 @@ def test_silence_is_no_print(prints: dict) -> None:
     [
         (6.0, (0.0, 6.0), 1, 6.0),
         (16.0, (0.0, 16.0), 1, 16.0),
-        (60.0, (0.0, 4.0), 5, 20.0),
-        (7200.0, (0.0, 4.0), 38, 160.0),
+        (60.0, (0.0, 3.0), 4, 12.0),
+        (7200.0, (0.0, 3.0), 30, 90.0),
     ],
 )
 def test_long_tracks_are_read_in_segments(duration: float, first: tuple, count: int, total_at_most: float) -> None:
