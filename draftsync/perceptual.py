@@ -404,7 +404,6 @@ def compute(path: str | Path, budget: Budget = Budget(), audio: bool = True) -> 
     """Sample the video (and fingerprint its audio) without decoding all of it.
 
     Raises ValueError for a file that cannot be opened or has no decodable video."""
-    import av
 
     container = _open(path)
     with container:
