@@ -374,3 +374,27 @@ def test_a_full_state_disk_does_not_lose_a_signature(env: Env, monkeypatch: pyte
     assert all(sc.get("perceptual") for sc in env.sidecars())
     assert len(n.index) > 0  # in memory
     catalog.close()
+
+
+@pytest.mark.slow
+def test_the_running_daemon_signs_each_archived_video_and_groups_it(env: Env, daemon: Any, tmp_path: Path) -> None:
+    """No periodic job: the ingest's archived hook queues the video and the signer compares it at once."""
+    from tests.conftest import wait_for
+
+    frames = list(corpus.clip_frames(9, seconds=3, size=(320, 180)))
+    tune = corpus.melody(9, seconds=3)
+    a = corpus.encode(tmp_path / "VID_20260601_100000.mp4", frames, tune)
+    b = corpus.encode(tmp_path / "VID_20260601_100500.mp4", corpus.watermark(frames), tune)
+    d = daemon()
+    (env.inbox / a.name).write_bytes(a.read_bytes())
+
+    def signed(h: str) -> bool:
+        return any(sc["hash"] == h and sc.get("perceptual") for sc in env.sidecars())
+
+    wait_for(lambda: signed(b3(a)), 60, what="the first video signed")
+    (env.inbox / b.name).write_bytes(b.read_bytes())
+    wait_for(lambda: signed(b3(b)), 60, what="the second video signed")
+    sc = next(x for x in env.sidecars() if x["hash"] == b3(b))
+    assert sc["near_duplicate"]["of"] == b3(a)
+    assert [e for e in d.events() if e.get("event") == "unexpected error in a loop"] == []
+    assert d.stop() == 0
