@@ -30,7 +30,7 @@ SEGMENT = 3.0  # seconds decoded per segment of a long track
 WHOLE_UP_TO = 16.0  # tracks up to this long are decoded whole
 SPACING = 15.0  # segment starts in a long track (a fifth of it is decoded)
 MIN_LANDMARKS = 24  # fewer than this (silence, a hum) is no print at all
-MAX_LANDMARKS = 600  # a long track keeps a content-chosen subset (the same one in every copy)
+MAX_LANDMARKS = 320  # a long track keeps a content-chosen subset (the same one in every copy)
 
 
 @dataclass
