@@ -47,7 +47,7 @@ VIDEO_STRICT = 0.95  # ... when there is no sound to confirm it
 STRICT_PAIRS = 8
 # Without sound, the pictures must also be close on average: very close, or close over many different
 # moments (a still picture, or a second of it, agrees with too many look-alikes to prove anything).
-STRICT_SPREAD, STRICT_SPREAD_MOVING, STRICT_STATES = 4.5, 7.5, 5
+STRICT_SPREAD, STRICT_SPREAD_MOVING, STRICT_STATES = 4.5, 6.0, 5
 STRICT_OVERLAP = 2.0  # seconds
 STRICT_COLOUR = 14.0  # mean chroma within this (U and V summed, of 255): same clothes, walls and light; colour
 # conversions (BT.601 vs BT.709, full vs video range) move it by up to ~10
