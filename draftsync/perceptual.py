@@ -1,17 +1,18 @@
 """Perceptual video signatures: what makes two differently encoded files the same picture sequence.
 
-A signature is a list of (presentation time, 64-bit difference hash) samples plus the clip's duration and
-the aspect of its picture once letterbox, pillarbox or padding bars are removed. The samples come from
-a decoding *plan* (a pure function of the keyframe layout): keyframes are decoded on their own, and
-where the budget allows, a short window of frames after a keyframe; nothing else is decoded, so the
-cost stays a small fraction of a full decode whether keyframes come every second (phones) or every
-ten (x264's and x265's defaults). Times are the decoded frames' presentation timestamps, never the
-container index's decode timestamps.
+A signature is a list of samples (presentation time, a 64-bit difference hash of the picture with the
+mask of its clear bits, the picture's mean colour) plus the clip's duration, the aspect of its picture once
+letterbox, pillarbox or padding bars of any colour are removed, where an appended end card starts, and
+the sound's print (`audioprint`). The samples come from a decoding *plan*, a pure function of the
+keyframe layout: keyframes are decoded on their own and, where the budget allows, a short window of
+frames after some of them; nothing else is decoded, so the cost stays a few percent of a full decode
+whether keyframes come every second (phones) or every ten (x264's and x265's defaults). Times are the
+decoded frames' presentation timestamps, never the container index's decode timestamps.
 
 Matching finds the time offset at which the two sequences agree (voting over close hash pairs), pairs
 each sample with the nearest one on the other side, and counts a pair only when the time gap between
 the two is small compared with how fast the picture changes there; a whole sequence must line up, so
-a shared black intro or one similar frame never makes two clips alike.
+a shared black intro, one similar frame or a shared end card never makes two clips alike.
 """
 
 from __future__ import annotations
@@ -397,7 +398,6 @@ class _Probe:
     duration: float
     pixels: int
     aspect: float  # display aspect of the coded frame (sample aspect ratio applied, before rotation)
-    start: float  # presentation time of the first frame (subtracted from every sample)
 
 
 def compute(path: str | Path, budget: Budget = Budget(), audio: bool = True) -> Signature:
@@ -466,8 +466,7 @@ def _probe(container: Any, stream: Any) -> _Probe:
         raise ValueError("unknown frame size or duration")
     sar = stream.sample_aspect_ratio or cc.sample_aspect_ratio
     sar_f = float(sar) if sar else 1.0
-    start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-    return _Probe(duration, w * h, (w * (sar_f or 1.0)) / h, start)
+    return _Probe(duration, w * h, (w * (sar_f or 1.0)) / h)
 
 
 def _gops(container: Any, stream: Any) -> list[Gop]:
