@@ -51,6 +51,7 @@ class BandIndex:
         self._delta_keys: list[np.ndarray] = []
         self._delta_owners: list[np.ndarray] = []
         self._delta_n = 0
+        self._highest = 0
         self._frozen: tuple[np.ndarray, np.ndarray] | None = None  # delta sorted by key, per band
         if path is not None:
             self._open()
@@ -107,6 +108,12 @@ class BandIndex:
             self._delta_owners.append(np.full(len(keys), owner, dtype=np.uint32))
             self._delta_n += len(keys)
             self._frozen = None
+            self._highest = max(self._highest, owner)
+
+    @property
+    def highest(self) -> int:
+        """The highest owner held, in the file or in memory."""
+        return max(self.covered, self._highest)
 
     def __len__(self) -> int:
         return self._entries + self._delta_n
@@ -219,7 +226,7 @@ class BandIndex:
                 os.close(self._fd)
                 self._fd = None
             self._offsets = np.zeros((BANDS, VALUES + 1), dtype=np.int64)
-            self._entries, self.covered = 0, 0
+            self._entries, self.covered, self._highest = 0, 0, 0
             self._delta_keys, self._delta_owners, self._delta_n, self._frozen = [], [], 0, None
         for owner, keys in rows:
             self.add(owner, keys)

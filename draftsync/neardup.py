@@ -152,12 +152,18 @@ class NearDups:
             if index.covered == 0:
                 t = time.monotonic()
                 rows = ((sid, _keys(k)) for sid, k in self.catalog.iter_index_keys(VERSION))
-                index.rebuild(rows)
+                try:
+                    index.rebuild(rows)
+                except OSError as e:  # the state disk is full or read-only: keep the index in memory
+                    _log.error("near-duplicate index not saved; it is kept in memory", path=str(self._index_path),
+                               error=str(e))  # fmt: skip
+                    index = BandIndex(None, self.catalog.neardup_generation())
+                    index.rebuild((sid, _keys(k)) for sid, k in self.catalog.iter_index_keys(VERSION))
                 if len(index):
                     _log.info(
                         "near-duplicate index rebuilt", entries=len(index), seconds=round(time.monotonic() - t, 1)
                     )
-            self._index, self._known = index, index.covered
+            self._index, self._known = index, index.highest
             self._refresh()
         return self._index
 
