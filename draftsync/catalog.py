@@ -205,6 +205,40 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY(hash, upload_id, part)
     );
     """,
+    # 8: near-duplicates by groups (a group id and each member's best match), similar takes apart, and
+    # compact signatures with the row id the band index names them by; version 1 signatures, the
+    # pairwise links and the origins they implied are dropped (the backfill signs every video again).
+    8: """
+    DROP TABLE IF EXISTS near_dupes;
+    DROP TABLE IF EXISTS signatures;
+    CREATE TABLE signatures(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash TEXT NOT NULL UNIQUE,
+        version INTEGER NOT NULL,
+        data BLOB,
+        keys BLOB,
+        error TEXT,
+        computed_at REAL NOT NULL
+    );
+    CREATE TABLE dupe_members(
+        hash TEXT PRIMARY KEY,
+        grp TEXT NOT NULL,
+        best TEXT,
+        similarity REAL,
+        audio REAL
+    );
+    CREATE INDEX dupe_members_grp ON dupe_members(grp);
+    CREATE TABLE similar_takes(
+        a TEXT NOT NULL,
+        b TEXT NOT NULL,
+        similarity REAL NOT NULL,
+        audio REAL,
+        PRIMARY KEY(a, b)
+    );
+    CREATE INDEX similar_takes_b ON similar_takes(b);
+    UPDATE videos SET origin = NULL;
+    INSERT OR REPLACE INTO meta VALUES('neardup_generation', lower(hex(randomblob(8))));
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -561,15 +595,25 @@ class Catalog:
         with self.tx() as db:
             db.execute("DELETE FROM videos")
             db.execute("DELETE FROM sources")
-            db.execute("DELETE FROM signatures")
-            db.execute("DELETE FROM near_dupes")
+            self._clear_neardup(db)
 
-    # --- perceptual signatures and near-duplicates ---------------------------------------------
+    # --- near-duplicates: signatures, groups, similar takes ----------------------------------------
+
+    def _clear_neardup(self, db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM signatures")
+        db.execute("DELETE FROM dupe_members")
+        db.execute("DELETE FROM similar_takes")
+        # signature row ids start over: an index file built before names other signatures
+        db.execute("INSERT OR REPLACE INTO meta VALUES('neardup_generation', lower(hex(randomblob(8))))")
+
+    def neardup_generation(self) -> str:
+        return self.get_meta("neardup_generation") or ""
 
     def unsigned(self, version: int, limit: int) -> list[VideoRecord]:
+        """Videos with no signature of this version (nor a recorded failure), oldest first."""
         rows = self._q(
-            "SELECT v.* FROM videos v LEFT JOIN signatures s ON s.hash = v.hash AND s.version = ? "
-            "WHERE s.hash IS NULL ORDER BY v.first_seen LIMIT ?",
+            "SELECT v.* FROM videos v WHERE NOT EXISTS "
+            "(SELECT 1 FROM signatures s WHERE s.hash = v.hash AND s.version = ?) ORDER BY v.first_seen LIMIT ?",
             (version, limit),
         )
         return [_row_to_video(r) for r in rows]
@@ -580,36 +624,146 @@ class Catalog:
             self._q("SELECT 1 FROM videos v LEFT JOIN signatures s ON s.hash = v.hash WHERE s.hash IS NULL LIMIT 1")
         )
 
-    def save_signature(self, hash: str, version: int, data: str | None, error: str | None) -> None:
+    def last_video_rowid(self) -> int:
+        """The newest video's row id: the backfill's cheap 'anything new?' (one index lookup)."""
+        return int(self._q("SELECT COALESCE(MAX(rowid), 0) FROM videos")[0][0])
+
+    def videos_after(self, rowid: int, limit: int = 1000) -> list[tuple[int, VideoRecord]]:
+        rows = self._q("SELECT rowid AS r, * FROM videos WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit))
+        return [(int(r["r"]), _row_to_video(r)) for r in rows]
+
+    def is_signed(self, hash: str, version: int) -> bool:
+        return bool(self._q("SELECT 1 FROM signatures WHERE hash=? AND version=?", (hash, version)))
+
+    def save_signature(self, hash: str, version: int, data: bytes | None, error: str | None,
+                       keys: bytes | None = None) -> int:  # fmt: skip
+        """Store (or replace) a video's signature and the frame hashes the band index holds for it; returns
+        its row id, the name the band index uses."""
         with self.tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO signatures(hash, version, data, error, computed_at) VALUES(?,?,?,?,?)",
-                (hash, version, data, error, time.time()),
+                "INSERT INTO signatures(hash, version, data, keys, error, computed_at) VALUES(?,?,?,?,?,?) "
+                "ON CONFLICT(hash) DO UPDATE SET version=excluded.version, data=excluded.data, keys=excluded.keys, "
+                "error=excluded.error, computed_at=excluded.computed_at",
+                (hash, version, data, keys, error, time.time()),
             )
+            row = db.execute("SELECT id FROM signatures WHERE hash=?", (hash,)).fetchone()
+        return int(row[0])
 
-    def signatures(self, version: int) -> list[tuple[str, str]]:
-        rows = self._q("SELECT hash, data FROM signatures WHERE version=? AND data IS NOT NULL", (version,))
-        return [(r[0], r[1]) for r in rows]
+    def signatures_by_id(self, ids: list[int], version: int) -> list[tuple[int, str, bytes]]:
+        """(id, video hash, data) of the given signatures that exist, have data and are of this version."""
+        out: list[tuple[int, str, bytes]] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._q(
+                f"SELECT id, hash, data FROM signatures WHERE id IN ({marks}) AND version=? AND data IS NOT NULL",
+                (*chunk, version),
+            )
+            out += [(int(r[0]), r[1], bytes(r[2])) for r in rows]
+        return out
+
+    def signature_of(self, hash: str, version: int) -> tuple[int, bytes] | None:
+        rows = self._q("SELECT id, data FROM signatures WHERE hash=? AND version=? AND data IS NOT NULL",
+                       (hash, version))  # fmt: skip
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def iter_index_keys(self, version: int, after_id: int = 0, batch: int = 5000) -> Iterator[tuple[int, bytes]]:
+        """(id, index keys) of every signature, in id order, a batch at a time (bounded memory)."""
+        last = after_id
+        while True:
+            rows = self._q(
+                "SELECT id, keys FROM signatures WHERE id > ? AND version=? AND keys IS NOT NULL ORDER BY id LIMIT ?",
+                (last, version, batch),
+            )
+            if not rows:
+                return
+            for r in rows:
+                yield int(r[0]), bytes(r[1])
+            last = int(rows[-1][0])
 
     def signature_counts(self, version: int) -> dict[str, int]:
         done = self._q("SELECT COUNT(*), SUM(error IS NOT NULL) FROM signatures WHERE version=?", (version,))[0]
         total = self._q("SELECT COUNT(*) FROM videos")[0][0]
         return {"videos": total, "signed": int(done[0] or 0), "unsignable": int(done[1] or 0)}
 
-    def link(self, a: str, b: str, similarity: float) -> None:
-        a, b = min(a, b), max(a, b)
+    # groups: each member row names the group (its first member's hash) and the member it matched best
+
+    def group_of(self, hash: str) -> str | None:
+        rows = self._q("SELECT grp FROM dupe_members WHERE hash=?", (hash,))
+        return rows[0][0] if rows else None
+
+    def join_group(self, hash: str, grp: str, best: str | None, similarity: float | None,
+                   audio: float | None) -> None:  # fmt: skip
         with self.tx() as db:
-            db.execute("INSERT OR REPLACE INTO near_dupes(a, b, similarity) VALUES(?,?,?)", (a, b, similarity))
+            db.execute(
+                "INSERT INTO dupe_members(hash, grp, best, similarity, audio) VALUES(?,?,?,?,?) "
+                "ON CONFLICT(hash) DO UPDATE SET grp=excluded.grp, best=COALESCE(excluded.best, best), "
+                "similarity=COALESCE(excluded.similarity, similarity), audio=COALESCE(excluded.audio, audio)",
+                (hash, grp, best, similarity, audio),
+            )
+
+    def merge_groups(self, keep: str, gone: str) -> None:
+        """One group absorbs another (a new video matched both): one UPDATE, no sidecar rewritten."""
+        with self.tx() as db:
+            db.execute("UPDATE dupe_members SET grp=? WHERE grp=?", (keep, gone))
+
+    def link_members(self, a: str, b: str) -> None:
+        """Put two videos in one group (union of their groups), as a reindex rebuilds groups from links."""
+        with self.tx() as db:
+            ga = db.execute("SELECT grp FROM dupe_members WHERE hash=?", (a,)).fetchone()
+            gb = db.execute("SELECT grp FROM dupe_members WHERE hash=?", (b,)).fetchone()
+            if ga and gb:
+                if ga[0] != gb[0]:
+                    keep, gone = sorted((ga[0], gb[0]))
+                    db.execute("UPDATE dupe_members SET grp=? WHERE grp=?", (keep, gone))
+                return
+            grp = ga[0] if ga else gb[0] if gb else min(a, b)
+            for h in (a, b):
+                db.execute("INSERT OR IGNORE INTO dupe_members(hash, grp) VALUES(?, ?)", (h, grp))
+
+    def group_members(self, grp: str) -> list[dict[str, Any]]:
+        rows = self._q("SELECT hash, grp, best, similarity, audio FROM dupe_members WHERE grp=? ORDER BY rowid", (grp,))
+        return [dict(r) for r in rows]
+
+    def dupe_groups(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT grp FROM dupe_members GROUP BY grp HAVING COUNT(*) > 1 ORDER BY grp")]
 
     def near_dupes_of(self, hash: str) -> list[tuple[str, float]]:
+        """The other members of this video's group (the same clip), with the similarity that joined them."""
         rows = self._q(
-            "SELECT b, similarity FROM near_dupes WHERE a=? UNION SELECT a, similarity FROM near_dupes WHERE b=?",
+            "SELECT m.hash, m.best, m.similarity, me.best, me.similarity FROM dupe_members me "
+            "JOIN dupe_members m ON m.grp = me.grp AND m.hash != me.hash WHERE me.hash=?",
+            (hash,),
+        )
+        out = []
+        for other, other_best, other_sim, my_best, my_sim in rows:
+            if my_best == other and my_sim is not None:
+                sim = my_sim
+            elif other_best == hash and other_sim is not None:
+                sim = other_sim
+            else:
+                sim = min(x for x in (my_sim, other_sim, 1.0) if x is not None)
+            out.append((other, float(sim)))
+        return out
+
+    def add_similar(self, a: str, b: str, similarity: float, audio: float | None) -> None:
+        a, b = min(a, b), max(a, b)
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO similar_takes(a, b, similarity, audio) VALUES(?,?,?,?)",
+                (a, b, similarity, audio),
+            )
+
+    def similar_of(self, hash: str) -> list[tuple[str, float, float | None]]:
+        rows = self._q(
+            "SELECT b, similarity, audio FROM similar_takes WHERE a=? UNION ALL "
+            "SELECT a, similarity, audio FROM similar_takes WHERE b=?",
             (hash, hash),
         )
-        return [(r[0], r[1]) for r in rows]
+        return [(r[0], float(r[1]), r[2]) for r in rows]
 
-    def all_links(self) -> list[tuple[str, str, float]]:
-        return [(r[0], r[1], r[2]) for r in self._q("SELECT a, b, similarity FROM near_dupes")]
+    def all_similar(self) -> list[tuple[str, str, float, float | None]]:
+        return [(r[0], r[1], float(r[2]), r[3]) for r in self._q("SELECT a, b, similarity, audio FROM similar_takes")]
 
     def set_origin(self, hash: str, origin: str | None) -> None:
         with self.tx() as db:

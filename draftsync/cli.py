@@ -417,17 +417,18 @@ def _rebuild_thumbnails(settings: Settings, catalog: Any, archive: Any) -> dict[
 
 def _dupes(settings: Settings, as_json: bool) -> int:
     from draftsync.catalog import Catalog
-    from draftsync.neardup import groups
+    from draftsync.neardup import groups, similar
     from draftsync.perceptual import VERSION
 
     catalog = Catalog(settings.catalog_path)
     try:
         gs = groups(catalog)
+        takes = similar(catalog)
         counts = catalog.signature_counts(VERSION)
     finally:
         catalog.close()
     if as_json:
-        print(json.dumps({"groups": gs, "signatures": counts}, indent=2))
+        print(json.dumps({"groups": gs, "similar": takes, "signatures": counts}, indent=2))
         return EXIT_OK
     pending = counts["videos"] - counts["signed"]
     print(f"{len(gs)} near-duplicate group(s)" + (f"; {pending} video(s) not yet compared" if pending else ""))
@@ -437,7 +438,15 @@ def _dupes(settings: Settings, as_json: bool) -> int:
             origin = f"  [{m['origin']}]" if m["origin"] else ""
             print(f"  {m['archive_path']}  {m['capture_time'][:19]}  {m['resolution']}  {m['hash'][7:19]}{origin}")
         for p in g["pairs"]:
-            print(f"    {p['a'][7:19]} ~ {p['b'][7:19]}  similarity {p['similarity']:.2f}")
+            sound = f", sound {p['audio']:.2f}" if p.get("audio") is not None else ""
+            print(f"    {p['a'][7:19]} ~ {p['b'][7:19]}  similarity {p['similarity']:.2f}{sound}")
+        if not g["all_pairs"]:
+            print("    (a big group: each member with the one it matched best)")
+    if takes:
+        print(f"similar takes (not duplicates; each is kept and pushed): {len(takes)}")
+        for t in takes:
+            sound = f", sound {t['audio']:.2f}" if t["audio"] is not None else ""
+            print(f"  {t['a_path']} ~ {t['b_path']}  similarity {t['similarity']:.2f}{sound}")
     return EXIT_OK
 
 

@@ -351,11 +351,11 @@ class Daemon:
         # job also proves the scheduler thread itself is alive.
         rt.add_job("supervise", self.supervise, IntervalTrigger(seconds=2), max_silence=120)
         rt.add_job("scrub", self._scrub, cron(s.archive.scrub_schedule, s.archive.tz()), misfire_grace_time=3600)
-        from draftsync.neardup import NearDups
+        from draftsync.neardup import NearDups, Signer
 
         self.neardups = NearDups(self.catalog, self.archive, self.stop.is_set)
-        rt.add_job("signatures", self._backfill, IntervalTrigger(seconds=15), max_silence=6 * 3600,
-                   next_run_time=_now_dt())  # fmt: skip
+        # Signs each archived video; catches up at start; waits while the archive is not there.
+        self.services.append(Signer(self.neardups, ready=lambda: self.guard.ok))
         self._add_push_job()
         for svc in self.services:
             svc.start(rt)
@@ -577,11 +577,6 @@ class Daemon:
         eg = f", e.g. {worst['path']}: {worst['last_error']}" if worst else ""
         self.problems.report("files_failing", "files_failing",
                              f"{n} file(s) keep failing to archive{eg}; they are retried (see `draftsync status`)")  # fmt: skip
-
-    def _backfill(self) -> None:
-        # Videos on a disk that is not mounted are not unsignable: wait until the archive is back.
-        if self.guard.ok:
-            self.neardups.backfill()
 
     def _scrub(self) -> None:
         if not self.guard.ok:

@@ -184,12 +184,18 @@ def test_thumbnails_are_served_only_from_the_thumbnail_folder(filled: tuple[Any,
     assert app.handle("GET", f"/thumbs/{h9[7:]}", LOCAL).status == 404
 
 
+def _same_clip(cat: Catalog, a: str, b: str, similarity: float) -> None:
+    """Two videos the signer found to be the same clip: one group, b's best match is a."""
+    cat.join_group(a, a, None, None, None)
+    cat.join_group(b, a, a, similarity, None)
+
+
 def test_the_page_shows_problems_folders_dupes_queue_and_errors(filled: tuple[Any, Catalog], env: Env) -> None:
     s, cat = filled
     Problems(cat).report("root_missing:/srv/a", "root_missing", "the watched folder /srv/a is missing",
                          severity="warning")  # fmt: skip
     cat.update_root(str(env.inbox), mode="inotify", health="degraded", detail="2 unreadable sub-folders")
-    cat.link(_video(1, 0).hash, _video(2, 0).hash, 0.93)
+    _same_clip(cat, _video(1, 0).hash, _video(2, 0).hash, 0.93)
     from draftsync.push.clock import SystemClock
     from draftsync.push.machine import Item, State
     from draftsync.push.queue import save
@@ -211,9 +217,9 @@ def test_near_duplicate_groups_are_refreshed_in_the_background(filled: tuple[Any
     s, cat = filled
     now = [1000.0]
     app = _app(s, clock=lambda: now[0])
-    cat.link(_video(1, 0).hash, _video(2, 0).hash, 0.93)
+    _same_clip(cat, _video(1, 0).hash, _video(2, 0).hash, 0.93)
     assert len(app.groups()) == 1
-    cat.link(_video(5, 0).hash, _video(6, 0).hash, 0.88)
+    _same_clip(cat, _video(5, 0).hash, _video(6, 0).hash, 0.88)
     assert len(app.groups()) == 1  # cached
     now[0] += 61
     assert len(app.groups()) == 1  # stale, served while the new ones are computed
