@@ -167,6 +167,79 @@ _MIGRATIONS: dict[int, str] = {
     DELETE FROM push_calls WHERE kind = 'status';
     CREATE INDEX push_calls_hash ON push_calls(hash)
     """,
+    # Monitoring: thumbnails made (or why not), and the indexes the status page pages by.
+    9: """
+    CREATE TABLE thumbs(
+        hash TEXT PRIMARY KEY,
+        rel TEXT,
+        error TEXT,
+        made_at REAL NOT NULL
+    );
+    CREATE INDEX videos_archived ON videos(archived_at, hash);
+    CREATE INDEX events_level ON events(level, id);
+    CREATE INDEX IF NOT EXISTS sources_state ON sources(state);
+    """,
+    7: """
+    CREATE TABLE offsite(
+        hash TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        etag TEXT,
+        upload_id TEXT,
+        part_size INTEGER,
+        owner INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        next_try REAL,
+        queued_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        stored_at REAL,
+        checked_at REAL
+    );
+    CREATE INDEX offsite_state ON offsite(state);
+    CREATE TABLE offsite_parts(
+        hash TEXT NOT NULL,
+        upload_id TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        checksum TEXT,
+        PRIMARY KEY(hash, upload_id, part)
+    );
+    """,
+    # 8: near-duplicates by groups (a group id and each member's best match), similar takes apart, and
+    # compact signatures with the row id the band index names them by; version 1 signatures, the
+    # pairwise links and the origins they implied are dropped (the backfill signs every video again).
+    8: """
+    DROP TABLE IF EXISTS near_dupes;
+    DROP TABLE IF EXISTS signatures;
+    CREATE TABLE signatures(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash TEXT NOT NULL UNIQUE,
+        version INTEGER NOT NULL,
+        data BLOB,
+        keys BLOB,
+        error TEXT,
+        computed_at REAL NOT NULL
+    );
+    CREATE TABLE dupe_members(
+        hash TEXT PRIMARY KEY,
+        grp TEXT NOT NULL,
+        best TEXT,
+        similarity REAL,
+        audio REAL
+    );
+    CREATE INDEX dupe_members_grp ON dupe_members(grp);
+    CREATE TABLE similar_takes(
+        a TEXT NOT NULL,
+        b TEXT NOT NULL,
+        similarity REAL NOT NULL,
+        audio REAL,
+        PRIMARY KEY(a, b)
+    );
+    CREATE INDEX similar_takes_b ON similar_takes(b);
+    UPDATE videos SET origin = NULL;
+    INSERT OR REPLACE INTO meta VALUES('neardup_generation', lower(hex(randomblob(8))));
+    """,
     # A compact catalog: a source row cost ~500 bytes, a third of it in two indexes that copied whole values.
     # Sources are found by hash through its 16 hex digits after "blake3:" (64 bits: the full value is compared
     # on the few rows that share them), and moved files by inode alone (then dev, size and mtime are compared).
@@ -611,15 +684,25 @@ class Catalog:
         with self.tx() as db:
             db.execute("DELETE FROM videos")
             db.execute("DELETE FROM sources")
-            db.execute("DELETE FROM signatures")
-            db.execute("DELETE FROM near_dupes")
+            self._clear_neardup(db)
 
-    # --- perceptual signatures and near-duplicates ---------------------------------------------
+    # --- near-duplicates: signatures, groups, similar takes ----------------------------------------
+
+    def _clear_neardup(self, db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM signatures")
+        db.execute("DELETE FROM dupe_members")
+        db.execute("DELETE FROM similar_takes")
+        # signature row ids start over: an index file built before names other signatures
+        db.execute("INSERT OR REPLACE INTO meta VALUES('neardup_generation', lower(hex(randomblob(8))))")
+
+    def neardup_generation(self) -> str:
+        return self.get_meta("neardup_generation") or ""
 
     def unsigned(self, version: int, limit: int) -> list[VideoRecord]:
+        """Videos with no signature of this version (nor a recorded failure), oldest first."""
         rows = self._q(
-            "SELECT v.* FROM videos v LEFT JOIN signatures s ON s.hash = v.hash AND s.version = ? "
-            "WHERE s.hash IS NULL ORDER BY v.first_seen LIMIT ?",
+            "SELECT v.* FROM videos v WHERE NOT EXISTS "
+            "(SELECT 1 FROM signatures s WHERE s.hash = v.hash AND s.version = ?) ORDER BY v.first_seen LIMIT ?",
             (version, limit),
         )
         return [_row_to_video(r) for r in rows]
@@ -630,36 +713,146 @@ class Catalog:
             self._q("SELECT 1 FROM videos v LEFT JOIN signatures s ON s.hash = v.hash WHERE s.hash IS NULL LIMIT 1")
         )
 
-    def save_signature(self, hash: str, version: int, data: str | None, error: str | None) -> None:
+    def last_video_rowid(self) -> int:
+        """The newest video's row id: the backfill's cheap 'anything new?' (one index lookup)."""
+        return int(self._q("SELECT COALESCE(MAX(rowid), 0) FROM videos")[0][0])
+
+    def videos_after(self, rowid: int, limit: int = 1000) -> list[tuple[int, VideoRecord]]:
+        rows = self._q("SELECT rowid AS r, * FROM videos WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit))
+        return [(int(r["r"]), _row_to_video(r)) for r in rows]
+
+    def is_signed(self, hash: str, version: int) -> bool:
+        return bool(self._q("SELECT 1 FROM signatures WHERE hash=? AND version=?", (hash, version)))
+
+    def save_signature(self, hash: str, version: int, data: bytes | None, error: str | None,
+                       keys: bytes | None = None) -> int:  # fmt: skip
+        """Store (or replace) a video's signature and the frame hashes the band index holds for it; returns
+        its row id, the name the band index uses."""
         with self.tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO signatures(hash, version, data, error, computed_at) VALUES(?,?,?,?,?)",
-                (hash, version, data, error, time.time()),
+                "INSERT INTO signatures(hash, version, data, keys, error, computed_at) VALUES(?,?,?,?,?,?) "
+                "ON CONFLICT(hash) DO UPDATE SET version=excluded.version, data=excluded.data, keys=excluded.keys, "
+                "error=excluded.error, computed_at=excluded.computed_at",
+                (hash, version, data, keys, error, time.time()),
             )
+            row = db.execute("SELECT id FROM signatures WHERE hash=?", (hash,)).fetchone()
+        return int(row[0])
 
-    def signatures(self, version: int) -> list[tuple[str, str]]:
-        rows = self._q("SELECT hash, data FROM signatures WHERE version=? AND data IS NOT NULL", (version,))
-        return [(r[0], r[1]) for r in rows]
+    def signatures_by_id(self, ids: list[int], version: int) -> list[tuple[int, str, bytes]]:
+        """(id, video hash, data) of the given signatures that exist, have data and are of this version."""
+        out: list[tuple[int, str, bytes]] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._q(
+                f"SELECT id, hash, data FROM signatures WHERE id IN ({marks}) AND version=? AND data IS NOT NULL",
+                (*chunk, version),
+            )
+            out += [(int(r[0]), r[1], bytes(r[2])) for r in rows]
+        return out
+
+    def signature_of(self, hash: str, version: int) -> tuple[int, bytes] | None:
+        rows = self._q("SELECT id, data FROM signatures WHERE hash=? AND version=? AND data IS NOT NULL",
+                       (hash, version))  # fmt: skip
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def iter_index_keys(self, version: int, after_id: int = 0, batch: int = 5000) -> Iterator[tuple[int, bytes]]:
+        """(id, index keys) of every signature, in id order, a batch at a time (bounded memory)."""
+        last = after_id
+        while True:
+            rows = self._q(
+                "SELECT id, keys FROM signatures WHERE id > ? AND version=? AND keys IS NOT NULL ORDER BY id LIMIT ?",
+                (last, version, batch),
+            )
+            if not rows:
+                return
+            for r in rows:
+                yield int(r[0]), bytes(r[1])
+            last = int(rows[-1][0])
 
     def signature_counts(self, version: int) -> dict[str, int]:
         done = self._q("SELECT COUNT(*), SUM(error IS NOT NULL) FROM signatures WHERE version=?", (version,))[0]
         total = self._q("SELECT COUNT(*) FROM videos")[0][0]
         return {"videos": total, "signed": int(done[0] or 0), "unsignable": int(done[1] or 0)}
 
-    def link(self, a: str, b: str, similarity: float) -> None:
-        a, b = min(a, b), max(a, b)
+    # groups: each member row names the group (its first member's hash) and the member it matched best
+
+    def group_of(self, hash: str) -> str | None:
+        rows = self._q("SELECT grp FROM dupe_members WHERE hash=?", (hash,))
+        return rows[0][0] if rows else None
+
+    def join_group(self, hash: str, grp: str, best: str | None, similarity: float | None,
+                   audio: float | None) -> None:  # fmt: skip
         with self.tx() as db:
-            db.execute("INSERT OR REPLACE INTO near_dupes(a, b, similarity) VALUES(?,?,?)", (a, b, similarity))
+            db.execute(
+                "INSERT INTO dupe_members(hash, grp, best, similarity, audio) VALUES(?,?,?,?,?) "
+                "ON CONFLICT(hash) DO UPDATE SET grp=excluded.grp, best=COALESCE(excluded.best, best), "
+                "similarity=COALESCE(excluded.similarity, similarity), audio=COALESCE(excluded.audio, audio)",
+                (hash, grp, best, similarity, audio),
+            )
+
+    def merge_groups(self, keep: str, gone: str) -> None:
+        """One group absorbs another (a new video matched both): one UPDATE, no sidecar rewritten."""
+        with self.tx() as db:
+            db.execute("UPDATE dupe_members SET grp=? WHERE grp=?", (keep, gone))
+
+    def link_members(self, a: str, b: str) -> None:
+        """Put two videos in one group (union of their groups), as a reindex rebuilds groups from links."""
+        with self.tx() as db:
+            ga = db.execute("SELECT grp FROM dupe_members WHERE hash=?", (a,)).fetchone()
+            gb = db.execute("SELECT grp FROM dupe_members WHERE hash=?", (b,)).fetchone()
+            if ga and gb:
+                if ga[0] != gb[0]:
+                    keep, gone = sorted((ga[0], gb[0]))
+                    db.execute("UPDATE dupe_members SET grp=? WHERE grp=?", (keep, gone))
+                return
+            grp = ga[0] if ga else gb[0] if gb else min(a, b)
+            for h in (a, b):
+                db.execute("INSERT OR IGNORE INTO dupe_members(hash, grp) VALUES(?, ?)", (h, grp))
+
+    def group_members(self, grp: str) -> list[dict[str, Any]]:
+        rows = self._q("SELECT hash, grp, best, similarity, audio FROM dupe_members WHERE grp=? ORDER BY rowid", (grp,))
+        return [dict(r) for r in rows]
+
+    def dupe_groups(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT grp FROM dupe_members GROUP BY grp HAVING COUNT(*) > 1 ORDER BY grp")]
 
     def near_dupes_of(self, hash: str) -> list[tuple[str, float]]:
+        """The other members of this video's group (the same clip), with the similarity that joined them."""
         rows = self._q(
-            "SELECT b, similarity FROM near_dupes WHERE a=? UNION SELECT a, similarity FROM near_dupes WHERE b=?",
+            "SELECT m.hash, m.best, m.similarity, me.best, me.similarity FROM dupe_members me "
+            "JOIN dupe_members m ON m.grp = me.grp AND m.hash != me.hash WHERE me.hash=?",
+            (hash,),
+        )
+        out = []
+        for other, other_best, other_sim, my_best, my_sim in rows:
+            if my_best == other and my_sim is not None:
+                sim = my_sim
+            elif other_best == hash and other_sim is not None:
+                sim = other_sim
+            else:
+                sim = min(x for x in (my_sim, other_sim, 1.0) if x is not None)
+            out.append((other, float(sim)))
+        return out
+
+    def add_similar(self, a: str, b: str, similarity: float, audio: float | None) -> None:
+        a, b = min(a, b), max(a, b)
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO similar_takes(a, b, similarity, audio) VALUES(?,?,?,?)",
+                (a, b, similarity, audio),
+            )
+
+    def similar_of(self, hash: str) -> list[tuple[str, float, float | None]]:
+        rows = self._q(
+            "SELECT b, similarity, audio FROM similar_takes WHERE a=? UNION ALL "
+            "SELECT a, similarity, audio FROM similar_takes WHERE b=?",
             (hash, hash),
         )
-        return [(r[0], r[1]) for r in rows]
+        return [(r[0], float(r[1]), r[2]) for r in rows]
 
-    def all_links(self) -> list[tuple[str, str, float]]:
-        return [(r[0], r[1], r[2]) for r in self._q("SELECT a, b, similarity FROM near_dupes")]
+    def all_similar(self) -> list[tuple[str, str, float, float | None]]:
+        return [(r[0], r[1], float(r[2]), r[3]) for r in self._q("SELECT a, b, similarity, audio FROM similar_takes")]
 
     def set_origin(self, hash: str, origin: str | None) -> None:
         with self.tx() as db:
@@ -865,3 +1058,239 @@ class Catalog:
     def videos_since(self, since: float) -> list[VideoRecord]:
         rows = self._q("SELECT * FROM videos WHERE first_seen>=? ORDER BY first_seen, hash", (since,))
         return [_row_to_video(r) for r in rows]
+
+    # --- monitoring: thumbnails, the status page, the digest, metrics ------------------------------
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Catalog:
+        """A connection that cannot write (the web server's): SQLite refuses any write on it."""
+        self = cls.__new__(cls)
+        self.path = path
+        try:
+            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+                                       check_same_thread=False, isolation_level=None)  # fmt: skip
+            self._db.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as e:
+            raise ConfigError(f"cannot open the catalog {path} for reading: {e}") from None
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._depth = 0
+        return self
+
+    def set_thumb(self, hash: str, rel: str | None, error: str | None) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO thumbs(hash, rel, error, made_at) VALUES(?,?,?,?)",
+                (hash, rel, error, time.time()),
+            )
+
+    def thumb(self, hash: str) -> tuple[str | None, str | None] | None:
+        """(relative path, error) of a video's thumbnail, or None if none was attempted."""
+        rows = self._q("SELECT rel, error FROM thumbs WHERE hash=?", (hash,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def unthumbed(self, limit: int) -> list[VideoRecord]:
+        """Videos with no thumbnail attempt yet, newest first (the status page fills from the top)."""
+        rows = self._q(
+            "SELECT v.* FROM videos v LEFT JOIN thumbs t ON t.hash = v.hash WHERE t.hash IS NULL "
+            "ORDER BY v.archived_at DESC, v.hash DESC LIMIT ?",
+            (limit,),
+        )
+        return [_row_to_video(r) for r in rows]
+
+    def thumbs_attempted(self) -> int:
+        """Videos with a thumbnail or a recorded reason for none (rows of videos gone are pruned by reindex)."""
+        return int(self._q("SELECT COUNT(*) FROM thumbs")[0][0])
+
+    def prune_thumbs(self) -> int:
+        with self.tx() as db:
+            return db.execute("DELETE FROM thumbs WHERE hash NOT IN (SELECT hash FROM videos)").rowcount
+
+    def archive_totals(self) -> dict[str, Any]:
+        """What the page and /metrics show on every request, from indexes only (no scan of the videos rows)."""
+        n, total = self._q("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM videos")[0]  # covered by videos_size
+        last = self._q("SELECT MAX(archived_at) FROM videos")[0][0]
+        failing = self._q("SELECT COUNT(*) FROM sources WHERE state = 'failed'")[0][0]
+        return {"videos": int(n), "bytes": int(total), "last_ingest": last, "failing": int(failing)}
+
+    def videos_page(
+        self, limit: int, before: tuple[float, str] | None = None
+    ) -> list[tuple[VideoRecord, str | None, str | None]]:
+        """One page of videos, newest archived first, each with its thumbnail path and error (keyset
+        pagination: `before` is the last (archived_at, hash) of the previous page; no page reads the
+        whole table)."""
+        sql = (
+            "SELECT v.*, t.rel AS thumb_rel, t.error AS thumb_error FROM videos v LEFT JOIN thumbs t ON t.hash = v.hash"
+        )
+        args: tuple[Any, ...] = ()
+        if before is not None:
+            sql += " WHERE (v.archived_at, v.hash) < (?, ?)"
+            args = before
+        rows = self._q(sql + " ORDER BY v.archived_at DESC, v.hash DESC LIMIT ?", (*args, limit))
+        return [(_row_to_video(r), r["thumb_rel"], r["thumb_error"]) for r in rows]
+
+    def archived_between(self, start: float, end: float, limit: int) -> tuple[int, int, list[VideoRecord]]:
+        """(count, bytes, the `limit` latest) of videos archived in [start, end)."""
+        r = self._q("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM videos WHERE archived_at >= ? AND archived_at < ?",
+                    (start, end))[0]  # fmt: skip
+        rows = self._q(
+            "SELECT * FROM videos WHERE archived_at >= ? AND archived_at < ? ORDER BY archived_at DESC, hash DESC "
+            "LIMIT ?",
+            (start, end, limit),
+        )
+        return int(r[0]), int(r[1]), [_row_to_video(x) for x in rows]
+
+    def hashes_archived_between(self, start: float, end: float) -> set[str]:
+        rows = self._q("SELECT hash FROM videos WHERE archived_at >= ? AND archived_at < ?", (start, end))
+        return {x[0] for x in rows}
+
+    def recent_events(self, levels: tuple[str, ...], limit: int) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(levels))
+        rows = self._q(f"SELECT * FROM events WHERE level IN ({marks}) ORDER BY id DESC LIMIT ?", (*levels, limit))
+        return [dict(r) for r in rows]
+
+    def push_state_counts(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in self._q("SELECT state, COUNT(*) FROM pushes GROUP BY state")}
+
+    def pushes_between(self, state: str, start: float, end: float) -> int:
+        rows = self._q("SELECT COUNT(*) FROM pushes WHERE state=? AND updated_at >= ? AND updated_at < ?",
+                       (state, start, end))  # fmt: skip
+        return int(rows[0][0])
+
+    # --- offsite copy (S3-compatible bucket) --------------------------------------------------------
+    # One row per video once the uploader has looked at it: pending, uploading (owner = the pid copying
+    # it), stored, or failed with a reason. A multipart upload in progress keeps its id and the parts the
+    # store acknowledged, so a restarted process continues it instead of starting again.
+
+    _OFFSITE_FIELDS = frozenset({
+        "state", "etag", "upload_id", "part_size", "owner", "attempts", "reason", "next_try", "stored_at", "checked_at",
+    })  # fmt: skip
+
+    def offsite_add_missing(self, now: float | None = None) -> int:
+        """A pending row for every catalogued video that has none yet; returns how many were added."""
+        t = time.time() if now is None else now
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO offsite(hash, state, queued_at, updated_at) "
+                "SELECT v.hash, 'pending', ?, ? FROM videos v LEFT JOIN offsite o ON o.hash = v.hash "
+                "WHERE o.hash IS NULL",
+                (t, t),
+            )
+            return cur.rowcount
+
+    def offsite_retarget(self, target: str) -> bool:
+        """Forget the copy state when the bucket or prefix changed (the new place has none of it yet)."""
+        with self.tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='offsite_target'").fetchone()
+            if row is not None and row[0] == target:
+                return False
+            changed = row is not None
+            if changed:
+                db.execute("DELETE FROM offsite")
+                db.execute("DELETE FROM offsite_parts")
+            db.execute("INSERT OR REPLACE INTO meta VALUES('offsite_target', ?)", (target,))
+            return changed
+
+    def offsite_due(self, now: float, states: tuple[str, ...], limit: int) -> list[dict[str, Any]]:
+        """Rows in `states` whose retry time has come, oldest first, with the video's path and size."""
+        marks = ",".join("?" * len(states))
+        rows = self._q(
+            f"SELECT o.*, v.archive_path, v.size FROM offsite o JOIN videos v ON v.hash = o.hash "
+            f"WHERE o.state IN ({marks}) AND COALESCE(o.next_try, 0) <= ? "
+            f"ORDER BY o.upload_id IS NULL, o.queued_at, v.archive_path LIMIT ?",
+            (*states, now, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def offsite_take(self, hash: str, owner: int, expect_owner: int | None, now: float) -> bool:
+        """Claim a row for `owner` if it is still held by `expect_owner` (compare-and-set across processes)."""
+        with self.tx() as db:
+            cur = db.execute(
+                "UPDATE offsite SET state='uploading', owner=?, updated_at=? WHERE hash=? AND owner IS ? "
+                "AND state != 'stored'",
+                (owner, now, hash, expect_owner),
+            )
+            return cur.rowcount == 1
+
+    def offsite_row(self, hash: str) -> dict[str, Any] | None:
+        rows = self._q(
+            "SELECT o.*, v.archive_path, v.size FROM offsite o JOIN videos v ON v.hash = o.hash WHERE o.hash=?", (hash,)
+        )
+        return dict(rows[0]) if rows else None
+
+    def offsite_rows(self, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT o.*, v.archive_path, v.size FROM offsite o JOIN videos v ON v.hash = o.hash"
+        args: tuple[Any, ...] = ()
+        if states:
+            sql += f" WHERE o.state IN ({','.join('?' * len(states))})"
+            args = states
+        return [dict(r) for r in self._q(sql + " ORDER BY v.archive_path", args)]
+
+    def offsite_update(self, hash: str, *, now: float | None = None, **fields: Any) -> None:
+        bad = set(fields) - self._OFFSITE_FIELDS
+        if bad:
+            raise ValueError(f"unknown offsite fields {bad}")
+        sets = "".join(f"{k}=?, " for k in fields)
+        with self.tx() as db:
+            db.execute(
+                f"UPDATE offsite SET {sets}updated_at=? WHERE hash=?",
+                (*fields.values(), time.time() if now is None else now, hash),
+            )
+            if "upload_id" in fields and fields["upload_id"] is None:
+                db.execute("DELETE FROM offsite_parts WHERE hash=?", (hash,))
+
+    def offsite_requeue(self, hashes: list[str], reason: str) -> None:
+        """Back to pending (an object that vanished from the bucket is copied again)."""
+        now = time.time()
+        with self.tx() as db:
+            db.executemany(
+                "UPDATE offsite SET state='pending', etag=NULL, owner=NULL, reason=?, next_try=NULL, updated_at=? "
+                "WHERE hash=?",
+                [(reason, now, h) for h in hashes],
+            )
+
+    def offsite_due_now(self) -> int:
+        """Waiting videos are due at once (the store answers again, so their backoff has no reason left)."""
+        with self.tx() as db:
+            return db.execute(
+                "UPDATE offsite SET next_try=NULL WHERE state='pending' AND next_try IS NOT NULL"
+            ).rowcount
+
+    def offsite_add_part(
+        self, hash: str, upload_id: str, part: int, etag: str, size: int, checksum: str | None
+    ) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO offsite_parts(hash, upload_id, part, etag, size, checksum) VALUES(?,?,?,?,?,?)",
+                (hash, upload_id, part, etag, size, checksum),
+            )
+            db.execute("UPDATE offsite SET updated_at=? WHERE hash=?", (time.time(), hash))
+
+    def offsite_parts(self, hash: str, upload_id: str) -> dict[int, tuple[str, int, str | None]]:
+        rows = self._q(
+            "SELECT part, etag, size, checksum FROM offsite_parts WHERE hash=? AND upload_id=?", (hash, upload_id)
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def offsite_upload_ids(self) -> set[str]:
+        return {r[0] for r in self._q("SELECT upload_id FROM offsite WHERE upload_id IS NOT NULL")}
+
+    def offsite_for_scrub(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._q(
+            "SELECT o.*, v.archive_path, v.size FROM offsite o JOIN videos v ON v.hash = o.hash "
+            "WHERE o.state='stored' ORDER BY COALESCE(o.checked_at, 0), v.archive_path LIMIT ?",
+            (limit,),
+        )
+        return [dict(r) for r in rows]
+
+    def offsite_counts(self) -> dict[str, Any]:
+        """Videos and bytes per state (videos without a row count as pending), and bytes already sent in parts."""
+        rows = self._q(
+            "SELECT COALESCE(o.state, 'pending'), COUNT(*), COALESCE(SUM(v.size), 0) FROM videos v "
+            "LEFT JOIN offsite o ON o.hash = v.hash GROUP BY 1"
+        )
+        parts = self._q(
+            "SELECT COALESCE(SUM(p.size), 0) FROM offsite_parts p JOIN offsite o ON o.hash = p.hash "
+            "AND o.upload_id = p.upload_id WHERE o.state != 'stored'"
+        )[0][0]
+        return {"videos": {r[0]: r[1] for r in rows}, "bytes": {r[0]: r[2] for r in rows}, "sent_in_parts": parts}

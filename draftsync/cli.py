@@ -110,7 +110,36 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--all", action="store_true", help="every failed push")
     qu = sub.add_parser("queue", help="list queued and pushed videos, their state, and when each one's turn comes")
     qu.add_argument("--json", action="store_true")
+    no = sub.add_parser("notify", help="notification commands")
+    no_sub = no.add_subparsers(dest="notify_command", metavar="SUBCOMMAND")
+    no_sub.add_parser("test", help="send a test message to every [notify] URL and print what each answered")
+    _offsite_parsers(sub)
     return p
+
+
+def _offsite_parsers(sub: Any) -> None:
+    from draftsync.offsite.cli import fraction, since_date  # no boto3: only argparse types
+
+    of = sub.add_parser("offsite", help="the offsite copy on S3-compatible storage ([offsite])")
+    of_sub = of.add_subparsers(dest="offsite_command", metavar="SUBCOMMAND")
+    of_sub.add_parser("sync", help="copy the backlog to the bucket now, with a progress bar; exits when done",
+                      description="Uploads every archived video and sidecar not yet in the bucket (and retries failed "
+                      "ones). Safe while the daemon runs: they share the work. Exit 1 if anything is left.")  # fmt: skip
+    ov = of_sub.add_parser("verify", help="list the bucket against the catalog (exit 1 on any problem)",
+                           description="Reports objects missing from the bucket, changed (size, ETag, stored BLAKE3) "
+                           "and extra, naming each; with --deep, downloads and re-hashes them.")  # fmt: skip
+    ov.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    ov.add_argument("--sample", type=fraction, default=1.0, metavar="FRACTION",
+                    help="read the metadata of (and with --deep re-hash) only this fraction of the videos")  # fmt: skip
+    ov.add_argument("--deep", action="store_true", help="download and re-hash the (sampled) objects")
+    orr = of_sub.add_parser("restore", help="download videos and sidecars into an archive tree (then run reindex)",
+                            description="Rebuilds an archive tree from the bucket alone, verifying each BLAKE3; "
+                            "nothing existing is replaced. Point archive.root at it and run `draftsync reindex`.")  # fmt: skip
+    orr.add_argument(
+        "--to", required=True, metavar="DIR", help="where to restore (an empty folder, or a partial restore)"
+    )
+    orr.add_argument("--label", help="only videos with this label")
+    orr.add_argument("--since", type=since_date, metavar="DATE", help="only videos captured on or after DATE")
 
 
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer whose reader went away (128 + SIGPIPE)
@@ -144,6 +173,10 @@ def _main(argv: list[str] | None) -> int:
         parser.parse_args(["config", "--help"])
     if args.command == "auth" and not getattr(args, "auth_command", None):
         parser.parse_args(["auth", "--help"])
+    if args.command == "notify" and not getattr(args, "notify_command", None):
+        parser.parse_args(["notify", "--help"])
+    if args.command == "offsite" and not getattr(args, "offsite_command", None):
+        parser.parse_args(["offsite", "--help"])
     try:
         from draftsync.config import load, secrets_of
 
@@ -195,6 +228,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings, path: Any) -> int:
         return EXIT_OK
     if cmd == "dupes":
         return _dupes(settings, args.json)
+    if cmd == "notify":
+        return _notify_test(settings)
+    if cmd == "offsite":
+        from draftsync.offsite import cli as offsite_cli
+
+        return offsite_cli.dispatch(args, settings)
     if cmd in ("auth", "push", "queue"):
         from draftsync.push import cli as push_cli
 
@@ -337,12 +376,15 @@ def _reindex(settings: Settings) -> int:
             if missing is not None:
                 raise ArchiveMissing(f"cannot reindex: {missing}")
             report = reindex(archive, catalog, lambda rel: describe_archived(settings, archive, rel))
+            thumbs = _rebuild_thumbnails(settings, catalog, archive)
         finally:
             guard.release()
             catalog.close()
     finally:
         lock.release()
     print(f"catalog rebuilt: {report.videos} videos ({report.orphans_described} described anew from the file)")
+    if thumbs is not None:
+        print(f"thumbnails: {thumbs['kept']} in place, {thumbs['made']} made anew, {thumbs['failed']} not possible")
     for b in report.bad_sidecars:
         print(f"  unusable sidecar: {b}", file=sys.stderr)
     return EXIT_PROBLEMS if report.bad_sidecars else EXIT_OK
@@ -359,19 +401,41 @@ def _set_catalog_aside(settings: Settings) -> str:
     return kept
 
 
+def _notify_test(settings: Settings) -> int:
+    from draftsync.notify import try_all
+
+    urls = settings.notify.all_urls()
+    if not urls:
+        print("no notification URLs: set [notify] urls (or urls_file) first", file=sys.stderr)
+        return EXIT_USAGE
+    results = try_all(urls)
+    for where, ok, answer in results:
+        print(f"{'sent  ' if ok else 'FAILED'}  {where}: {answer}")
+    return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_PROBLEMS
+
+
+def _rebuild_thumbnails(settings: Settings, catalog: Any, archive: Any) -> dict[str, int] | None:
+    if not settings.web.thumbnails:
+        return None
+    from draftsync.thumbs import Thumbnailer
+
+    return Thumbnailer(catalog, archive, settings.web.thumbnail_format).rebuild_missing()
+
+
 def _dupes(settings: Settings, as_json: bool) -> int:
     from draftsync.catalog import Catalog
-    from draftsync.neardup import groups
+    from draftsync.neardup import groups, similar
     from draftsync.perceptual import VERSION
 
     catalog = Catalog(settings.catalog_path)
     try:
         gs = groups(catalog)
+        takes = similar(catalog)
         counts = catalog.signature_counts(VERSION)
     finally:
         catalog.close()
     if as_json:
-        print(json.dumps({"groups": gs, "signatures": counts}, indent=2))
+        print(json.dumps({"groups": gs, "similar": takes, "signatures": counts}, indent=2))
         return EXIT_OK
     pending = counts["videos"] - counts["signed"]
     print(f"{len(gs)} near-duplicate group(s)" + (f"; {pending} video(s) not yet compared" if pending else ""))
@@ -381,7 +445,15 @@ def _dupes(settings: Settings, as_json: bool) -> int:
             origin = f"  [{m['origin']}]" if m["origin"] else ""
             print(f"  {m['archive_path']}  {m['capture_time'][:19]}  {m['resolution']}  {m['hash'][7:19]}{origin}")
         for p in g["pairs"]:
-            print(f"    {p['a'][7:19]} ~ {p['b'][7:19]}  similarity {p['similarity']:.2f}")
+            sound = f", sound {p['audio']:.2f}" if p.get("audio") is not None else ""
+            print(f"    {p['a'][7:19]} ~ {p['b'][7:19]}  similarity {p['similarity']:.2f}{sound}")
+        if not g["all_pairs"]:
+            print("    (a big group: each member with the one it matched best)")
+    if takes:
+        print(f"similar takes (not duplicates; each is kept and pushed): {len(takes)}")
+        for t in takes:
+            sound = f", sound {t['audio']:.2f}" if t["audio"] is not None else ""
+            print(f"  {t['a_path']} ~ {t['b_path']}  similarity {t['similarity']:.2f}{sound}")
     return EXIT_OK
 
 
@@ -478,6 +550,10 @@ def status_data(settings: Settings) -> dict[str, Any]:
             data["push"] = push_status(settings, catalog)
         except ImportError:
             pass
+        if settings.offsite.enabled:
+            from draftsync.offsite.plan import status as offsite_status
+
+            data["offsite"] = offsite_status(settings, catalog)
         return data
     finally:
         catalog.close()
@@ -547,6 +623,8 @@ def _status(settings: Settings, as_json: bool, check: bool = False) -> int:
     if "push" in d:
         p = d["push"]
         print(f"push:        {p['summary']}")
+    if "offsite" in d:
+        print(f"offsite:     {d['offsite']['url']}: {d['offsite']['summary']}")
     return code
 
 

@@ -342,6 +342,221 @@ class PostForMeConfig(Section):
         return _read_secret(self.api_key, self.api_key_file, "postforme.api_key")
 
 
+class NotifyConfig(Section):
+    """Notifications through Apprise, the weekly digest, and Healthchecks-style pings."""
+
+    # Apprise URLs (ntfy://, gotify://, mailto://, tgram://, discord://, json://...): they carry tokens.
+    urls: list[SecretStr] = Field(default_factory=list)
+    urls_file: Path | None = None  # one URL per line; '#' starts a comment
+    # What to notify about: kinds from draftsync.problems.KINDS ("digest" is the weekly digest).
+    events: list[str] = Field(default_factory=lambda: list(_notify_kinds()))
+    digest_schedule: CronExpr = "0 18 * * 0"  # Sunday 18:00
+    timezone: str = "local"
+    # Changes arriving within this many seconds go out as one message.
+    group_seconds: float = Field(30.0, ge=0, le=3600)
+    # Never more messages than this in any hour; the rest wait and go out together.
+    max_per_hour: int = Field(12, ge=1, le=1000)
+    # Healthchecks.io-style pings; "{check}" in the URL is replaced by heartbeat, scrub or push.
+    ping_url: SecretStr = SecretStr("")
+    heartbeat_seconds: float = Field(300.0, ge=10, le=86400)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str | SecretStr) else v
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, v: list[str]) -> list[str]:
+        known = _notify_kinds()
+        bad = [e for e in v if e not in known]
+        if bad:
+            raise ValueError(f"unknown event(s) {bad}; known: {sorted(known)}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_tz(cls, v: str) -> str:
+        return ArchiveConfig._check_tz(v)
+
+    def tz(self) -> tzinfo:
+        return local_tz() if self.timezone == "local" else ZoneInfo(self.timezone)
+
+    def all_urls(self) -> list[str]:
+        out = [u.get_secret_value() for u in self.urls if u.get_secret_value().strip()]
+        if self.urls_file is not None:
+            try:
+                text = _expand(self.urls_file).read_text()
+            except OSError as e:
+                raise ConfigError(f"notify.urls_file: cannot read {self.urls_file}: {e.strerror}") from None
+            out += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        return out
+
+
+def _notify_kinds() -> list[str]:
+    from draftsync.problems import KINDS
+
+    return [k for k in KINDS if k != "test"]
+
+
+class WebConfig(Section):
+    """The read-only status page, /healthz and /metrics; off until `listen` is set."""
+
+    # "8080" means 127.0.0.1:8080; anything beyond loopback ("0.0.0.0:8080") must be written out.
+    listen: str = ""
+    token_file: Path | None = None  # required when listening beyond loopback
+    thumbnails: bool = True  # a keyframe picture per video, for the page and the digest
+    thumbnail_format: Literal["jpeg", "webp"] = "jpeg"
+    page_size: int = Field(48, ge=1, le=500)
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _port_alone(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        if v.strip():
+            parse_listen(v)
+        return v.strip()
+
+    @field_validator("token_file")
+    @classmethod
+    def _expand_token(cls, v: Path | None) -> Path | None:
+        return _expand(v) if v is not None else None
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> WebConfig:
+        if self.listen and not is_loopback(parse_listen(self.listen)[0]) and self.token_file is None:
+            raise ValueError(
+                f"listen = {self.listen!r} is reachable beyond this machine: set web.token_file to a file "
+                "holding a secret token (or listen on 127.0.0.1)"
+            )
+        return self
+
+    def read_token(self) -> str:
+        return _read_secret(SecretStr(""), self.token_file, "web.token") if self.token_file else ""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'8080' -> ('127.0.0.1', 8080); 'HOST:PORT'; '[::1]:8080'. ValueError says what is wrong."""
+    t = text.strip()
+    host, sep, port = t.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", t
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. '[::1]:8080'")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    if not host:
+        raise ValueError(f"{text!r}: the host is empty (write '127.0.0.1:{port}', or only the port)")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*(?:/s)?\s*$", re.I)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6, "mib": 2**20,
+          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}  # fmt: skip
+
+
+def parse_rate(v: str | int) -> int:
+    """Bytes per second from 0, 500000, "800KB", "8MiB/s" (0 means unlimited)."""
+    if isinstance(v, int):
+        if v < 0:
+            raise ValueError("a rate cannot be negative")
+        return v
+    m = _SIZE.match(str(v))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError("give bytes per second: a number with an optional unit, e.g. 0 (unlimited), 800KB, 8MiB/s")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _check_offsite_schedule(v: str) -> str:
+    return v if v == "continuous" else _check_cron(v)
+
+
+class OffsiteConfig(Section):
+    """The offsite copy on S3-compatible storage; off while `url` is empty."""
+
+    url: str = ""  # s3://BUCKET/PREFIX
+    endpoint_url: str = ""  # empty for AWS itself
+    region: str = ""
+    profile: str = ""  # a profile of ~/.aws/config and ~/.aws/credentials
+    access_key_id: str = ""
+    secret_access_key_file: Path | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    storage_class: str = ""
+    bandwidth_limit: int = 0  # bytes per second; 0 = unlimited
+    schedule: Annotated[str, AfterValidator(_check_offsite_schedule)] = "continuous"
+    concurrency: int = Field(8, ge=1, le=32)
+    part_size_mib: int = Field(8, ge=5, le=512)
+    scrub_fraction: float = Field(0.05, ge=0, le=1)  # of the copy re-downloaded and re-hashed by each scrub
+
+    @field_validator("bandwidth_limit", mode="before")
+    @classmethod
+    def _rate(cls, v: Any) -> int:
+        return parse_rate(v)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if not v:
+            return v
+        if not v.startswith("s3://"):
+            raise ValueError("use s3://BUCKET or s3://BUCKET/PREFIX")
+        bucket = v[5:].split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+            raise ValueError(f"{bucket!r} is not a bucket name (3-63 lowercase letters, digits, '.' and '-')")
+        return v
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, v: str) -> str:
+        if v and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("use http(s)://HOST[:PORT], e.g. https://s3.us-west-004.backblazeb2.com")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> OffsiteConfig:
+        if self.secret_access_key_file is not None and not self.access_key_id:
+            raise ValueError("secret_access_key_file needs access_key_id beside it")
+        if self.access_key_id and self.secret_access_key_file is None:
+            raise ValueError(
+                "access_key_id needs secret_access_key_file (or leave both empty and use the AWS environment or ~/.aws)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def bucket(self) -> str:
+        return self.url[5:].split("/", 1)[0]
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix: empty, or ending in a single '/'."""
+        p = self.url[5:].partition("/")[2].strip("/")
+        return p + "/" if p else ""
+
+    def secret(self) -> str:
+        return _read_secret(SecretStr(""), self.secret_access_key_file, "offsite.secret_access_key")
+
+
 def _read_secret(value: SecretStr, path: Path | None, key: str) -> str:
     if value.get_secret_value():
         return value.get_secret_value()
@@ -368,6 +583,9 @@ class Settings(BaseModel):
     push: PushConfig = Field(default_factory=PushConfig)
     tiktok: TikTokConfig = Field(default_factory=TikTokConfig)
     postforme: PostForMeConfig = Field(default_factory=PostForMeConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    offsite: OffsiteConfig = Field(default_factory=OffsiteConfig)
 
     @model_validator(mode="after")
     def _check_paths(self) -> Settings:
@@ -452,7 +670,7 @@ def _describe(value: Any) -> str:
     return f" = {text[:80]}" + ("..." if len(text) > 80 else "")
 
 
-_SECRET_KEY = re.compile(r"secret|token|api_key|password", re.I)
+_SECRET_KEY = re.compile(r"secret|token|api_key|password|notify\.urls|ping_url", re.I)
 
 
 def _loc(parts: tuple[int | str, ...]) -> str:
@@ -616,11 +834,39 @@ def load(explicit: str | None = None) -> tuple[Settings, Path | None]:
 def secrets_of(settings: Settings) -> list[str]:
     """Secret values in force, so that the log redactor can scrub them from any message."""
     out = []
-    for get in (settings.tiktok.secret, settings.postforme.key):
+    for get in (settings.tiktok.secret, settings.postforme.key, settings.offsite.secret):
         try:
             v = get()
         except ConfigError:
             continue
         if v:
             out.append(v)
+    out += notify_secrets(settings)
     return out
+
+
+def notify_secrets(settings: Settings) -> list[str]:
+    """Notification URLs, the ping URL and the web token: whole, and the credential parts of each URL."""
+    from urllib.parse import urlsplit
+
+    try:
+        urls = settings.notify.all_urls()
+    except ConfigError:
+        urls = []
+    out: list[str] = []
+    for u in [*urls, settings.notify.ping_url.get_secret_value()]:
+        if not u:
+            continue
+        try:
+            parts = urlsplit(u)
+            out += [parts.password] if parts.password else []
+        except ValueError:
+            pass
+        # Tokens inside the URL (webhook keys, bot tokens, ping UUIDs), quoted alone in an error message.
+        out += [x for x in re.split(r"[/@:?&=#]", u.split("://", 1)[-1])
+                if len(x) >= 16 and not re.fullmatch(r"[a-z0-9.-]+\.[a-z]{2,}", x)]  # fmt: skip
+    try:
+        out.append(settings.web.read_token())
+    except ConfigError:
+        pass
+    return [x for x in out if x]

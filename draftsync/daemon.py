@@ -41,6 +41,7 @@ from draftsync.errors import (
 from draftsync.ingest import INODES_PER_VIDEO, Ingestor, Outcome
 from draftsync.lock import StateLock
 from draftsync.marker import ArchiveGuard
+from draftsync.offsite.service import OffsiteService
 from draftsync.problems import Problems
 from draftsync.runtime import Runtime, Service
 from draftsync.sdnotify import Notifier
@@ -258,6 +259,10 @@ class Daemon:
         self.supervisor = Supervisor()
         self.watches: list[RootWatch] = []
         self.services: list[Service] = []
+        from draftsync import notify, thumbs, web  # loaded by `run` only: `scan` starts without them
+
+        self.services += [thumbs.ThumbService(), n := notify.NotifyService(), web.WebService(n)]
+        self.services.append(OffsiteService())
         self.started = time.time()
         self._flight_lock = threading.Lock()
         self._dead_reported = False
@@ -360,15 +365,15 @@ class Daemon:
         # job also proves the scheduler thread itself is alive.
         rt.add_job("supervise", self.supervise, IntervalTrigger(seconds=2), max_silence=120)
         rt.add_job("scrub", self._scrub, cron(s.archive.scrub_schedule, s.archive.tz()), misfire_grace_time=3600)
-        from draftsync.neardup import NearDups
+        from draftsync.neardup import NearDups, Signer
 
         self.neardups = NearDups(self.catalog, self.archive, self.stop.is_set)
         with contextlib.suppress(StateFull):  # what `status` counts signatures of (without importing numpy)
             from draftsync.perceptual import VERSION
 
             self.catalog.set_meta("signature_version", str(VERSION))
-        rt.add_job("signatures", self._backfill, IntervalTrigger(seconds=15), max_silence=6 * 3600,
-                   next_run_time=_now_dt())  # fmt: skip
+        # Signs each archived video; catches up at start; waits while the archive is not there.
+        self.services.append(Signer(self.neardups, ready=lambda: self.guard.ok))
         self._add_push_job()
         for svc in self.services:
             svc.start(rt)
@@ -609,11 +614,6 @@ class Daemon:
         eg = f", e.g. {worst['path']}: {worst['last_error']}" if worst else ""
         self.problems.report("files_failing", "files_failing",
                              f"{n} file(s) keep failing to archive{eg}; they are retried (see `draftsync status`)")  # fmt: skip
-
-    def _backfill(self) -> None:
-        # Videos on a disk that is not mounted are not unsignable: wait until the archive is back.
-        if self.guard.ok:
-            self.neardups.backfill()
 
     def _scrub(self) -> None:
         if not self.guard.ok:

@@ -203,18 +203,7 @@ def reindex(
 
 
 def _restore_perceptual(catalog: Catalog, data: dict[str, Any], h: str) -> None:
-    """Signatures, links and origin come back from the sidecar too: nothing has to be decoded again."""
-    import json
+    """Signatures, groups, similar takes and origin come back from the sidecar too: nothing is decoded again."""
+    from draftsync.neardup import restore
 
-    from draftsync.perceptual import VERSION
-
-    sig = data.get("perceptual")
-    if isinstance(sig, dict) and sig.get("version") == VERSION:
-        catalog.save_signature(h, VERSION, json.dumps(sig), None)
-    elif data.get("perceptual_error"):
-        catalog.save_signature(h, VERSION, None, str(data["perceptual_error"]))
-    for link in data.get("near_duplicates") or []:
-        if isinstance(link, dict) and link.get("hash"):
-            catalog.link(h, link["hash"], float(link.get("similarity") or 0))
-    if data.get("origin"):
-        catalog.set_origin(h, str(data["origin"]))
+    restore(catalog, h, data)

@@ -44,6 +44,8 @@ KINDS: dict[str, str] = {
     "push_failed": "a push failed for good",
     "integrity": "verify or the scrub found missing or changed files",
     "offsite": "the offsite copy is failing (credentials, bucket, clash)",
+    "notify": "notifications cannot be delivered to one of [notify] urls",
+    "web": "the status page cannot serve (address in use, unreadable token file)",
     "digest": "the weekly digest",
     "test": "a test message",
 }

@@ -47,7 +47,9 @@ def test_sources_are_found_by_hash_and_inode_through_small_indexes(tmp_path: Pat
     h = "blake3:" + "ab" * 32
     with c.tx():
         for i in range(50):
-            c.record_source(SourceSighting(f"/in/{i}.mp4", 10, 20, 1000 + i, 7, "/in"), h if i < 2 else None, "archived")
+            c.record_source(
+                SourceSighting(f"/in/{i}.mp4", 10, 20, 1000 + i, 7, "/in"), h if i < 2 else None, "archived"
+            )
     assert c.sources_of(h) == ["/in/0.mp4", "/in/1.mp4"] and [s.path for s in c.sightings_of(h)] == c.sources_of(h)
     assert c.hash_by_identity(7, 1001, 10, 20) == h
     plans = [

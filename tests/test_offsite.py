@@ -1,0 +1,480 @@
+"""The offsite copy against a real S3 server (SeaweedFS on 127.0.0.1, one per session, a bucket per test):
+the whole flow through the daemon with the server stopped and started again, kill -9 in the middle of a
+multipart upload, objects overwritten or deleted behind draftsync's back, restore from the bucket alone,
+wrong credentials, a missing bucket and a key that holds someone else's object."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+import pytest
+
+from draftsync.catalog import Catalog
+from draftsync.config import load
+from draftsync.problems import Change, Problems
+from tests.conftest import DaemonProc, Env, b3, make_video, wait_for
+from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server, session_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3Server:
+    return session_server()
+
+
+@dataclass
+class Off:
+    env: Env
+    s3: S3Server
+    bucket: str
+    prefix: str
+    secret_file: Path
+
+    @property
+    def client(self) -> Any:
+        return self.s3.client()
+
+    def configure(self, **offsite: Any) -> None:
+        cfg = {"url": f"s3://{self.bucket}/{self.prefix}", "endpoint_url": self.s3.endpoint, "access_key_id": ACCESS_KEY,
+               "secret_access_key_file": str(self.secret_file), "part_size_mib": 5, "concurrency": 2} | offsite  # fmt: skip
+        self.env.write_config(offsite=cfg)
+
+    def objects(self) -> list[str]:
+        r = self.client.list_objects_v2(Bucket=self.bucket)
+        return sorted(o["Key"] for o in r.get("Contents") or [])
+
+    def uploads(self) -> list[dict[str, Any]]:
+        return list(self.client.list_multipart_uploads(Bucket=self.bucket).get("Uploads") or [])
+
+    def get(self, key: str) -> bytes:
+        return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def key_of(self, archived: Path) -> str:
+        return self.prefix + "/" + archived.relative_to(self.env.archive).as_posix()
+
+
+@pytest.fixture
+def off(env: Env, s3: S3Server, tmp_path: Path) -> Off:
+    secret = tmp_path / "s3-secret"
+    secret.write_text(SECRET_KEY + "\n")
+    o = Off(env, s3, s3.new_bucket(), "home", secret)
+    o.configure()
+    return o
+
+
+def run(env: Env, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (no interpreter start, boto3 loaded once): exit code, stdout, stderr."""
+    from draftsync.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["--config", str(env.config), *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def scan(env: Env) -> None:
+    """Archive what is in the inbox (written a minute ago as far as the settle gate can tell)."""
+    for p in env.inbox.rglob("*"):
+        t = p.stat().st_mtime - 60
+        os.utime(p, (t, t))
+    code, out, err = run(env, "scan", "--no-compare")
+    assert code == 0 and "0 still being written" in out, out + err
+
+
+def status(env: Env) -> dict[str, Any]:
+    code, out, err = run(env, "status", "--json")
+    assert code in (0, 1, 3), err  # 3 when no daemon runs; the JSON is printed either way
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def rows(env: Env) -> dict[str, dict[str, Any]]:
+    db = sqlite3.connect(f"file:{env.state / 'catalog.db'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        q = "SELECT o.*, v.archive_path FROM offsite o JOIN videos v ON v.hash = o.hash"
+        return {r["archive_path"]: dict(r) for r in db.execute(q)}
+    finally:
+        db.close()
+
+
+def parts_recorded(env: Env) -> int:
+    try:
+        db = sqlite3.connect(f"file:{env.state / 'catalog.db'}?mode=ro", uri=True)
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM offsite_parts").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+class Proxy:
+    """A TCP relay in front of the S3 server: `down()` is a stopped server (connection refused), `up()` a
+    started one, on the same address."""
+
+    def __init__(self, target: str) -> None:
+        self.target = ("127.0.0.1", int(target.rsplit(":", 1)[1]))
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        self.listener = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def down(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+    def _accept(self, s: socket.socket) -> None:
+        while True:
+            try:
+                a, _ = s.accept()
+            except OSError:
+                return
+            b = socket.create_connection(self.target)
+            self.conns += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def proxy(s3: S3Server) -> Iterator[Proxy]:
+    p = Proxy(s3.endpoint)
+    yield p
+    p.down()
+
+
+# --- the whole flow ----------------------------------------------------------------------------------
+
+
+def test_whole_flow_through_a_stopped_server_then_verify_restore_and_reindex(
+    off: Off, proxy: Proxy, daemon: Callable[..., DaemonProc], tmp_path: Path
+) -> None:
+    env = off.env
+    off.configure(endpoint_url=proxy.endpoint)  # the server is stopped: nothing listens there
+    d = daemon()
+    vids = [make_video(env.inbox / f"VID_{i}.mp4", seed=40 + i) for i in range(2)]
+    big = env.inbox / "long.mp4"
+    big.write_bytes(os.urandom(11 * 1024 * 1024 + 17))  # a multipart upload (5 MiB parts)
+    wait_for(lambda: status(env)["archive"]["videos"] == 3, 60, 0.25, "3 videos archived")
+    st = wait_for(lambda: (s := status(env)["offsite"])["last_error"] and s, 60, 0.25, "an offsite error recorded")
+    assert st["backlog"] == 3 and st["bytes_left"] > 11 * 1024 * 1024 and st["stored"] == 0
+    assert "retried later" in st["last_error"]["message"]
+    assert off.objects() == []
+
+    proxy.up()  # the server is back; the next video wakes the uploader, which takes the whole backlog
+    vids.append(make_video(env.inbox / "VID_late.mp4", seed=49))
+    wait_for(lambda: (s := status(env))["archive"]["videos"] == 4 and s["offsite"]["backlog"] == 0, 90, 0.25,
+             "the backlog copied")  # fmt: skip
+    assert d.stop() == 0
+    assert len(off.objects()) == 8 and off.uploads() == []
+    for v in env.archived_videos():
+        key = off.key_of(v)
+        head = off.client.head_object(Bucket=off.bucket, Key=key)
+        assert head["Metadata"]["blake3"] == b3(v) and head["ContentLength"] == v.stat().st_size
+        assert off.get(key) == v.read_bytes()
+        assert json.loads(off.get(key + ".json"))["hash"] == b3(v)
+
+    code, out, err = run(env, "offsite", "verify", "--deep")
+    assert code == 0, out + err
+    assert "4 videos compared" in out and "0 problem(s)" in out
+
+    # Restore from the bucket alone into an empty folder, rebuild a fresh catalog from it, verify it.
+    restored = tmp_path / "restored"
+    code, out, err = run(env, "offsite", "restore", "--to", str(restored))
+    assert code == 0 and "4 restored" in out, out + err
+    assert sorted(b3(p) for p in restored.rglob("*.mp4")) == sorted(b3(v) for v in env.archived_videos())
+    fresh = Env(tmp_path, env.inbox, restored, tmp_path / "state2", tmp_path / "fresh.toml")
+    fresh.write_config(offsite={"url": f"s3://{off.bucket}/{off.prefix}", "endpoint_url": off.s3.endpoint,
+                                "access_key_id": ACCESS_KEY, "secret_access_key_file": str(off.secret_file)})  # fmt: skip
+    assert run(fresh, "reindex")[0] == 0
+    code, out, err = run(fresh, "verify")
+    assert code == 0 and "4 videos checked" in out, out + err
+    code, out, err = run(fresh, "offsite", "verify")  # a new catalog learns the copy is already there
+    assert code == 0 and "4 ok" in out, out + err
+    assert status(fresh)["offsite"]["backlog"] == 0
+
+    # Overwritten behind draftsync's back, keeping size and metadata: found, and named.
+    v = env.archived_videos()[0]
+    key = off.key_of(v)
+    forged = bytearray(v.read_bytes())
+    forged[len(forged) // 2] ^= 0xFF
+    off.client.put_object(Bucket=off.bucket, Key=key, Body=bytes(forged), Metadata={"blake3": b3(v)})
+    code, out, err = run(env, "offsite", "verify")
+    assert code == 1 and f"changed: {key}: its content hashes to" in out, out + err
+    code, out, _ = run(env, "offsite", "verify", "--json")
+    assert code == 1 and json.loads(out)["changed"][0].startswith(key)
+    assert any(p["kind"] == "offsite" and key in p["message"] for p in status(env)["problems"])
+
+
+# --- crash in the middle of a multipart upload ------------------------------------------------------
+
+
+def test_kill_9_during_a_multipart_upload_then_resume(off: Off) -> None:
+    env = off.env
+    data = os.urandom(21 * 1024 * 1024)  # 5 parts; the kill comes after 2, at least 2.7 s before the end
+    (env.inbox / "long.mp4").write_bytes(data)
+    scan(env)
+    off.configure(bandwidth_limit="4MiB")
+    sync = subprocess.Popen([sys.executable, "-m", "draftsync", "--config", str(env.config), "offsite", "sync"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: parts_recorded(env) >= 2, 15, what="two parts acknowledged")
+    finally:
+        sync.send_signal(signal.SIGKILL)
+        sync.wait(10)
+    (row,) = rows(env).values()
+    key = f"{off.prefix}/{row['archive_path']}"
+    assert row["state"] == "uploading" and row["upload_id"]
+    assert off.objects() == []  # nothing partial is visible
+    assert [u["UploadId"] for u in off.uploads()] == [row["upload_id"]]
+
+    off.configure(bandwidth_limit=0)
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0, out + err
+    resumed = [json.loads(x) for x in err.splitlines() if '"resuming an upload"' in x]
+    assert resumed and resumed[0]["parts_held"] >= 2 and resumed[0]["upload_id"] == row["upload_id"]
+    assert off.objects() == [key, key + ".json"] and off.uploads() == []
+    assert off.get(key) == data
+    assert rows(env)[row["archive_path"]]["state"] == "stored"
+    code, out, _ = run(env, "offsite", "verify", "--deep")
+    assert code == 0, out
+
+
+# --- never overwrite ----------------------------------------------------------------------------------
+
+
+def test_a_key_holding_other_content_is_a_loud_clash_and_the_same_content_is_adopted(off: Off) -> None:
+    env = off.env
+    for i in range(2):
+        make_video(env.inbox / f"VID_{i}.mp4", seed=60 + i)
+    scan(env)
+    a, b = env.archived_videos()
+    ka, kb = off.key_of(a), off.key_of(b)
+    off.client.put_object(Bucket=off.bucket, Key=ka, Body=a.read_bytes(), Metadata={"blake3": b3(a)})
+    off.client.put_object(Bucket=off.bucket, Key=kb, Body=b"someone else's file")
+
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 1
+    assert "1 copied" not in out and "1 failed" in out
+    assert f"the bucket already holds a different object at {kb}" in err
+    assert off.get(kb) == b"someone else's file"  # never overwritten
+    assert off.get(ka) == a.read_bytes() and ka + ".json" in off.objects()
+    st = status(env)
+    assert st["offsite"]["failed"] == 1 and st["offsite"]["stored"] == 1
+    assert [p for p in st["problems"] if p["key"] == f"offsite:clash:{kb}"]
+
+    off.client.delete_object(Bucket=off.bucket, Key=kb)  # the owner moves it away
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "1 copied" in out, out + err
+    assert off.get(kb) == b.read_bytes()
+    assert not [p for p in status(env)["problems"] if p["kind"] == "offsite"]
+
+
+# --- faults: credentials, bucket ---------------------------------------------------------------------
+
+
+def test_wrong_credentials_pause_with_one_clear_error_and_resume_when_fixed(off: Off) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from draftsync.archive import Archive
+    from draftsync.offsite.service import OffsiteService
+    from draftsync.runtime import Runtime
+    from draftsync.supervise import Supervisor
+
+    env = off.env
+    make_video(env.inbox / "VID_1.mp4", seed=70)
+    scan(env)
+    off.secret_file.write_text("not-the-secret\n")
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 1 and "refused draftsync's credentials" in err and "Traceback" not in err
+    assert "not-the-secret" not in out + err
+    assert status(env)["offsite"]["paused"]
+
+    # The daemon's service: paused with one problem however often it tries, resumed when the key works.
+    off.configure(schedule="0 0 1 1 *")  # no background loop: the test drives the passes
+    settings, _ = load(str(env.config))
+    catalog = Catalog(settings.catalog_path)
+    heard: list[Change] = []
+    problems = Problems(catalog)
+    problems.subscribe(heard.append)
+    rt = Runtime(settings, catalog, Archive(settings.archive.root, settings.archive.layout), problems, Supervisor(),
+                 BackgroundScheduler(), threading.Event())  # fmt: skip
+    svc = OffsiteService()
+    svc.start(rt)
+    try:
+        for _ in range(3):
+            svc.run_pass()
+        assert [c.action for c in heard if c.problem.key == "offsite:access"] == []  # already standing since the CLI
+        (p,) = [p for p in problems.active() if p.kind == "offsite"]
+        assert "credentials" in p.message and "not-the-secret" not in p.message
+        assert rows(env)[next(iter(rows(env)))]["attempts"] == 0 and off.objects() == []
+
+        off.secret_file.write_text(SECRET_KEY + "\n")
+        svc.run_pass()
+        assert [c.action for c in heard if c.problem.key == "offsite:access"] == ["cleared"]
+        assert len(off.objects()) == 2 and {r["state"] for r in rows(env).values()} == {"stored"}
+    finally:
+        svc.stop()
+        catalog.close()
+
+
+def test_a_missing_bucket_is_reported_and_never_created(off: Off) -> None:
+    env = off.env
+    make_video(env.inbox / "VID_1.mp4", seed=80)
+    scan(env)
+    off.bucket = "no-such-bucket-" + off.bucket[2:]
+    off.configure()
+    code, _, err = run(env, "offsite", "sync")
+    assert code == 1 and f"the bucket '{off.bucket}' does not exist" in err and "never creates buckets" in err
+    assert off.bucket not in {b["Name"] for b in off.client.list_buckets()["Buckets"]}
+    st = status(env)
+    assert st["offsite"]["backlog"] == 1 and "does not exist" in st["offsite"]["paused"]
+    code, _, err = run(env, "offsite", "verify")
+    assert code == 1 and "does not exist" in err
+
+
+# --- the scrub, and restore of a damaged copy --------------------------------------------------------
+
+
+def test_scrub_heals_vanished_objects_reports_changed_ones_and_restore_refuses_them(off: Off, tmp_path: Path) -> None:
+    from draftsync.offsite.check import scrub
+    from draftsync.offsite.store import S3Store
+
+    env = off.env
+    for i in range(3):
+        make_video(env.inbox / f"VID_{i}.mp4", seed=90 + i)
+    scan(env)
+    assert run(env, "offsite", "sync")[0] == 0
+    gone, changed, _ = env.archived_videos()
+    off.client.delete_object(Bucket=off.bucket, Key=off.key_of(gone))
+    off.client.put_object(Bucket=off.bucket, Key=off.key_of(changed), Body=b"x" * changed.stat().st_size,
+                          Metadata={"blake3": b3(changed)})  # fmt: skip
+    off.client.put_object(Bucket=off.bucket, Key=f"{off.prefix}/stray.bin", Body=b"?")
+
+    settings, _ = load(str(env.config))
+    catalog = Catalog(settings.catalog_path)
+    problems = Problems(catalog)
+    try:
+        report = scrub(settings, catalog, S3Store(settings.offsite), problems=problems)
+    finally:
+        catalog.close()
+    assert report is not None
+    assert report.missing == [off.key_of(gone)] and [c.split(":")[0] for c in report.changed] == [off.key_of(changed)]
+    assert report.extra == [f"{off.prefix}/stray.bin"]
+    assert rows(env)[gone.relative_to(env.archive).as_posix()]["state"] == "pending"  # copied again
+    assert [p.key for p in problems.active()] == ["offsite:check"]
+
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "1 copied" in out, out + err
+    assert off.get(off.key_of(gone)) == gone.read_bytes()
+
+    restored = tmp_path / "restored"
+    code, out, err = run(env, "offsite", "restore", "--to", str(restored))
+    assert code == 1 and "2 restored" in out and "1 failed" in out and f"e.g. {off.prefix}/stray.bin" in out
+    assert f"{changed.relative_to(env.archive).as_posix()}: downloaded content hashes to" in err
+    assert not (restored / changed.relative_to(env.archive)).exists()
+    assert [p for p in restored.rglob("*") if p.name.startswith(".draftsync-")] == []
+    # Run again: what is there is kept, the damaged one still refused; a label filter leaves all out.
+    code, out, _ = run(env, "offsite", "restore", "--to", str(restored))
+    assert code == 1 and "0 restored" in out and "2 already there" in out
+    code, out, _ = run(env, "offsite", "restore", "--to", str(tmp_path / "r2"), "--label", "nothing-has-this")
+    assert code == 0 and "4 left out" in out  # the stray object has no sidecar to tell its label
+
+
+def test_put_is_conditional_at_the_store(off: Off) -> None:
+    from draftsync.config import OffsiteConfig
+    from draftsync.offsite.plan import Kind
+    from draftsync.offsite.store import S3Store, StoreError
+
+    cfg = OffsiteConfig(url=f"s3://{off.bucket}/p", endpoint_url=off.s3.endpoint, access_key_id=ACCESS_KEY,
+                        secret_access_key_file=off.secret_file)  # fmt: skip
+    store = S3Store(cfg)
+    h = "blake3:" + blake3.blake3(b"one").hexdigest()
+    store.put("p/a", b"one", {"blake3": h})
+    with pytest.raises(StoreError) as e:
+        store.put("p/a", b"two", {"blake3": "other"})
+    assert e.value.kind is Kind.PRECONDITION
+    head = store.head("p/a")
+    assert head is not None and head.blake3 == h and off.get("p/a") == b"one"
+    uid = store.create_upload("p/a", {"blake3": "other"})
+    etag, _ = store.upload_part("p/a", uid, 1, b"two")
+    with pytest.raises(StoreError) as e:
+        store.complete("p/a", uid, [(1, etag, None)])
+    assert e.value.kind is Kind.PRECONDITION and off.get("p/a") == b"one"
+    store.abort("p/a", uid)
+    assert store.list_parts("p/a", uid) is None
+
+
+def test_a_changed_archive_file_is_never_completed_and_abandoned_uploads_are_aborted(off: Off) -> None:
+    import time
+
+    from draftsync.archive import Archive
+    from draftsync.offsite.upload import Uploader
+
+    env = off.env
+    (env.inbox / "long.mp4").write_bytes(os.urandom(12 * 1024 * 1024))
+    make_video(env.inbox / "VID_1.mp4", seed=99)
+    scan(env)
+    long = next(p for p in env.archived_videos() if p.stat().st_size > 1 << 20)
+    with long.open("r+b") as f:  # bit rot in the archive, same size
+        f.seek(7 * 1024 * 1024)
+        f.write(b"\x00rot")
+    stray = off.client.create_multipart_upload(Bucket=off.bucket, Key=f"{off.prefix}/left/behind.mp4")["UploadId"]
+
+    settings, _ = load(str(env.config))
+    catalog = Catalog(settings.catalog_path)
+    try:
+        up = Uploader(settings, catalog, Archive(settings.archive.root, settings.archive.layout),
+                      clock=lambda: time.time() + 2 * 86400)  # fmt: skip
+        report = up.drain()
+    finally:
+        catalog.close()
+    assert [p for p, _ in report.failed] == [long.relative_to(env.archive).as_posix()]
+    assert "no longer has the content the catalog recorded" in report.failed[0][1]
+    assert off.key_of(long) not in off.objects() and len(off.objects()) == 2  # the other video and its sidecar
+    assert stray not in [u["UploadId"] for u in off.uploads()] and off.uploads() == []
