@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import draftsync, load_average, timed
+from _common import draftsync, load_average, precompile, timed
 from rescan import N, prepared
 
 SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
@@ -37,6 +37,7 @@ def memory(pid: int) -> dict[str, float]:
 
 
 def main() -> None:
+    precompile()
     base, cfg = prepared()
     find_s = timed(f"find '{base}/inbox' -type f -printf '%s %T@\\n' > /dev/null")
     proc = subprocess.Popen(draftsync("run", config=cfg), stderr=subprocess.DEVNULL)

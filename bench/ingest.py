@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, median, real_video_bytes, workdir, write_config
+from _common import load_average, median, precompile, real_video_bytes, workdir, write_config
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 SETS = {"big": (16, 64 * 1024 * 1024), "small": (2000, 1_000_000)}
@@ -103,6 +103,7 @@ def bench(name: str, files: int, size: int) -> None:
 
 
 def main() -> None:
+    precompile()
     which = os.environ.get("BENCH_SET", "both")
     for name, (files, size) in SETS.items():
         if which in (name, "both"):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import load_average, median, write_config
+from _common import load_average, median, precompile, write_config
 
 N = int(os.environ.get("BENCH_TREE_FILES", "100000"))
 REPS = int(os.environ.get("BENCH_REPS", "5"))
@@ -157,6 +157,7 @@ WRAPPER = (
 
 
 def main() -> None:
+    precompile()
     base, cfg = prepared()
     inbox = str(base / "inbox")
     find_cmd = f"find '{inbox}' -type f -printf '%s %T@\\n' > /dev/null"
