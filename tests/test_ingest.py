@@ -308,8 +308,9 @@ def test_a_copy_of_something_archived_is_read_once_and_never_written_to_disk(env
 
 
 def test_the_archived_copy_is_checked_on_the_disk_and_left_out_of_memory(env: Env, ing: Ingestor) -> None:
-    from tests.test_fingerprint import resident
+    from tests.test_fingerprint import needs_a_disk, resident
 
+    needs_a_disk(env.archive.parent)
     src = make_video(env.inbox / "VID_20260501_120500.mp4", seed=12, seconds=2)
     out = ing.ingest(str(src), str(env.inbox))
     assert out.archive_path is not None
