@@ -58,3 +58,15 @@ def median(xs: list[float]) -> float:
     s = sorted(xs)
     n = len(s)
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def load_average() -> float:
+    """The 1-minute load average: other work on the machine's two cores inflates every wall time."""
+    return os.getloadavg()[0]
+
+
+def precompile() -> None:
+    """Compile draftsync's modules to bytecode once, as an installed package has them: with
+    PYTHONDONTWRITEBYTECODE set (or a read-only tree) every run would otherwise compile them again, and a
+    start-up figure would include it."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "draftsync")], check=True)

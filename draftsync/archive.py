@@ -12,6 +12,7 @@ the archive root itself: folders are made only below a root that exists (see mar
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from draftsync.atomic import AtomicFile, is_temp
 from draftsync.catalog import SourceSighting, VideoRecord
 from draftsync.config import LabelRule
 from draftsync.errors import Abandoned, ArchiveFull, ArchiveMissing, ItemError
-from draftsync.fingerprint import READ_CHUNK, MediaFacts, hash_file, short
+from draftsync.fingerprint import READ_CHUNK, MediaFacts, chunk_for, drop_cached, hash_file, hash_from_disk, short
 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = 1
@@ -229,9 +230,9 @@ class ArchiveFile(AtomicFile):
         except OSError as e:
             raise _write_error(e, self.dir) from None
 
-    def commit(self, final: Path, *, replace: bool) -> None:
+    def commit(self, final: Path, *, replace: bool, sync_dir: bool = True) -> None:
         try:
-            super().commit(final, replace=replace)
+            super().commit(final, replace=replace, sync_dir=sync_dir)
         except FileExistsError:
             raise
         except OSError as e:
@@ -403,12 +404,17 @@ class Archive:
         should_stop: Callable[[], bool] = lambda: False,
         beat: Callable[[], None] | None = None,
     ) -> CopyResult:
-        """Copy `src` into a temp file in `target_dir`, hashing in the same pass; fsync'd, not placed.
+        """Copy `src` into a temp file in `target_dir`, hashing in the same pass; neither fsync'd nor placed
+        (`read_back` makes it durable once the content is known to be new: a duplicate costs no fsync).
 
         `beat` is called per chunk: a long copy to a slow disk is progress, not a hung worker."""
         tmp = ArchiveFile(target_dir)
         try:
-            buf = bytearray(READ_CHUNK)
+            try:
+                size = os.fstat(src.fileno()).st_size
+            except (OSError, AttributeError, ValueError, io.UnsupportedOperation):  # not a file: any size
+                size = READ_CHUNK
+            buf = bytearray(chunk_for(size))
             view = memoryview(buf)
             n = 0
             while True:
@@ -425,24 +431,48 @@ class Archive:
                 n += k
                 if self.progress:
                     self.progress(k)
-            tmp.sync()
         except BaseException:
             tmp.abort()
             raise
         return CopyResult("blake3:" + hasher.hexdigest(), n, tmp)
+
+    def read_back(
+        self, result: CopyResult, *, should_stop: Callable[[], bool] = lambda: False,
+        beat: Callable[[], None] | None = None,
+    ) -> tuple[str, int, bool]:  # fmt: skip
+        """Make a copy durable and read it back as the disk holds it: fsync, drop its pages from the cache,
+        hash it again (all cores), and drop it again (an archive copy need not stay in memory). Returns
+        (digest, size, whether the read came from the disk: False only where the system cannot drop
+        cached pages, and the check then proves only what the kernel holds)."""
+        result.temp.sync()
+        result.temp.f.close()  # synced: placing it need not fsync it again
+        try:
+            fd = os.open(result.temp.tmp, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise _write_error(e, result.temp.dir) from None
+        try:
+            digest, n, from_disk = hash_from_disk(fd, should_stop=should_stop, beat=beat)
+            drop_cached(fd)
+        except OSError as e:
+            raise ItemError(f"cannot read the copy back in {result.temp.dir}: {e.strerror or e}") from None
+        finally:
+            os.close(fd)
+        return digest, n, from_disk
 
     def place(self, tmp: ArchiveFile, rel: str, digest: str, size: int) -> tuple[str, bool]:
         """Link the verified temp under `rel`, adding a suffix on a clash with other content.
 
         Returns (final relative path, adopted): adopted is True when the same content was already
         there under that name (a crash between placing and cataloguing), and the temp is dropped.
+        The folder is not fsync'd here: the sidecar written next into the same folder does it (one fsync
+        for both names), and nothing is catalogued before that.
         """
         base = PurePosixPath(rel)
         for i in range(1000):
             cand = rel if i == 0 else str(base.with_name(f"{base.stem}_{i}{base.suffix}"))
             final = self.path_of(cand)
             try:
-                tmp.commit(final, replace=False)
+                tmp.commit(final, replace=False, sync_dir=False)
                 return cand, False
             except FileExistsError:
                 if _same_content(final, digest, size):

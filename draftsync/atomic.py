@@ -60,7 +60,9 @@ class AtomicFile:
     def sync(self) -> None:
         os.fsync(self.f.fileno())
 
-    def commit(self, final: Path, *, replace: bool) -> None:
+    def commit(self, final: Path, *, replace: bool, sync_dir: bool = True) -> None:
+        """Fsync, link (or rename) into place, fsync the folder. `sync_dir=False` leaves the folder's fsync to
+        the caller, who must make it before anything relies on the name being durable."""
         if not self.f.closed:  # a retry under another name after EEXIST finds it closed already
             self.sync()
             self.f.close()
@@ -77,7 +79,8 @@ class AtomicFile:
                     raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
                 os.rename(self.tmp, final)
             self._unlink_tmp()
-        fsync_dir(self.dir)
+        if sync_dir:
+            fsync_dir(self.dir)
         self.done = True
 
     def _unlink_tmp(self) -> None:

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -239,6 +240,15 @@ _MIGRATIONS: dict[int, str] = {
     UPDATE videos SET origin = NULL;
     INSERT OR REPLACE INTO meta VALUES('neardup_generation', lower(hex(randomblob(8))));
     """,
+    # A compact catalog: a source row cost ~500 bytes, a third of it in two indexes that copied whole values.
+    # Sources are found by hash through its 16 hex digits after "blake3:" (64 bits: the full value is compared
+    # on the few rows that share them), and moved files by inode alone (then dev, size and mtime are compared).
+    10: """
+    DROP INDEX IF EXISTS sources_hash;
+    CREATE INDEX sources_hash16 ON sources(substr(hash, 8, 16));
+    DROP INDEX IF EXISTS sources_identity;
+    CREATE INDEX sources_inode ON sources(inode)
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -319,6 +329,21 @@ def _pyi(v: Any) -> int | None:
     return None if v is None else int(v)
 
 
+# A source as a rescan compares it: (path, size, mtime_ns, inode, state, ctime_ns).
+SourceRow = tuple[str, int | None, int | None, int | None, str, int | None]
+
+
+# Sources by content hash, through the index on its first 16 hex digits (two parameters: the hash twice). The
+# `+` keeps SQLite's planner from preferring a scan because of the second term.
+_BY_HASH = "substr(hash, 8, 16) = substr(?, 8, 16) AND +hash = ?"
+
+
+def _under(root: str) -> tuple[str, str]:
+    """The range of paths strictly below `root`: from `root/` up to `root0` ('0' follows '/')."""
+    base = root.rstrip("/")
+    return base + "/", base + "0"
+
+
 def _translate(e: sqlite3.Error, path: Path) -> Exception:
     """A full state disk or a damaged file, told in words; any other SQLite error is returned as it is."""
     code = getattr(e, "sqlite_errorcode", None)
@@ -370,8 +395,13 @@ class Catalog:
             self._db.close()
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """One transaction (nestable); BEGIN IMMEDIATE so two processes never deadlock on upgrade."""
+    def tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction (nestable); BEGIN IMMEDIATE so two processes never deadlock on upgrade.
+
+        `durable=False` commits without waiting for the disk (synchronous=NORMAL for this one commit): the
+        rows survive a crash of the process, and a power cut only if a later durable commit (or a
+        checkpoint) has fsync'd the log after them, as it does every earlier commit's. For rows that the
+        archive can give back (a video placed and described by its sidecar), never for push state."""
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -381,8 +411,11 @@ class Catalog:
                     self._depth -= 1
                 return
             try:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
+                self._full_sync()
                 raise _translate(e, self.path) from None
             self._depth = 1
             try:
@@ -406,6 +439,14 @@ class Catalog:
                     raise _translate(e, self.path) from None
             finally:
                 self._depth = 0
+                if not durable:
+                    self._full_sync()
+
+    def _full_sync(self) -> None:
+        try:
+            self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:
+            pass  # not in a transaction here, so this cannot fail short of a closed connection
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -475,6 +516,50 @@ class Catalog:
             out[p] = (size, mt, ino, state, ct)
         return out
 
+    def sources_under(self, root: str) -> Iterator[SourceRow]:
+        """Every source under `root` whose path is text, in SQLite's path order (BINARY on UTF-8: the
+        code-point order `walk.walk` yields), streamed: a rescan merges them with its walk and never holds
+        them all. Read through a connection of its own (a WAL snapshot), so writers are not held up."""
+        lo, hi = _under(root)
+        return self._stream(
+            "SELECT path, size, mtime_ns, inode, state, ctime_ns FROM sources WHERE path >= ? AND path < ? "
+            "ORDER BY path",
+            (lo, hi),
+        )
+
+    def odd_sources_under(self, root: str) -> dict[str, SourceRow]:
+        """Sources under `root` whose names are not UTF-8 (BLOBs, which sort after all text): few, by path."""
+        lo, hi = _under(root)
+        lo_b, hi_b = os.fsencode(lo), os.fsencode(hi)
+        return {r[0]: r for r in self._stream(
+            "SELECT path, size, mtime_ns, inode, state, ctime_ns FROM sources WHERE path >= ? AND path < ?",
+            (lo_b, hi_b))}  # fmt: skip
+
+    def _stream(self, sql: str, args: tuple[Any, ...]) -> Iterator[SourceRow]:
+        try:
+            db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=30,
+                                 check_same_thread=False)  # fmt: skip
+        except sqlite3.Error as e:
+            raise _translate(e, self.path) from None
+        try:
+            cur = db.execute(sql, args)
+            while rows := cur.fetchmany(4096):
+                for r in rows:
+                    if type(r[0]) is bytes or type(r[2]) is str or type(r[5]) is str:
+                        r = (_pyp(r[0]), r[1], _pyi(r[2]), r[3], r[4], _pyi(r[5]))
+                    yield r
+        except sqlite3.Error as e:
+            raise _translate(e, self.path) from None
+        finally:
+            db.close()
+
+    def learn_ctimes(self, found: list[tuple[str, int]]) -> None:
+        """Record the ctime of sources catalogued without one (rows rebuilt from old sidecars) once a walk has
+        found them unchanged otherwise."""
+        with self.tx() as db:
+            db.executemany("UPDATE sources SET ctime_ns=? WHERE path=? AND ctime_ns IS NULL",
+                           [(_dbi(ct), _dbp(p)) for p, ct in found])  # fmt: skip
+
     def hash_by_identity(self, dev: int, inode: int, size: int, mtime_ns: int) -> str | None:
         """A file moved or renamed inside the inbox keeps its inode, size and mtime: no need to re-read."""
         rows = self._q(
@@ -484,9 +569,9 @@ class Catalog:
         )
         return rows[0][0] if rows else None
 
-    def record_source(self, s: SourceSighting, hash: str | None, state: str) -> None:
+    def record_source(self, s: SourceSighting, hash: str | None, state: str, *, durable: bool = True) -> None:
         now = time.time()
-        with self.tx() as db:
+        with self.tx(durable=durable) as db:
             db.execute(
                 """INSERT INTO sources(path, root, size, mtime_ns, inode, dev, hash, state, first_seen, last_seen,
                                        attempts, last_error, ctime_ns, error_kind)
@@ -525,14 +610,15 @@ class Catalog:
         return int(rows[0][0])
 
     def sources_of(self, hash: str) -> list[str]:
-        return [_pyp(r[0]) for r in self._q("SELECT path FROM sources WHERE hash=? ORDER BY first_seen", (hash,))]
+        rows = self._q(f"SELECT path FROM sources WHERE {_BY_HASH} ORDER BY first_seen", (hash, hash))
+        return [_pyp(r[0]) for r in rows]
 
     def sightings_of(self, hash: str) -> list[SourceSighting]:
         """Every source path seen with this content: the truth a sidecar's `sources` is written from."""
         rows = self._q(
-            "SELECT path, size, mtime_ns, inode, dev, root, first_seen, ctime_ns FROM sources WHERE hash=? "
+            f"SELECT path, size, mtime_ns, inode, dev, root, first_seen, ctime_ns FROM sources WHERE {_BY_HASH} "
             "AND state IN ('archived','gone') ORDER BY first_seen, path",
-            (hash,),
+            (hash, hash),
         )
         return [
             SourceSighting(_pyp(r[0]), r[1] or 0, _pyi(r[2]) or 0, r[3] or 0, r[4] or 0, _pyp(r[5] or ""),
@@ -563,9 +649,12 @@ class Catalog:
     def size_known(self, size: int) -> bool:
         return bool(self._q("SELECT 1 FROM videos WHERE size=? LIMIT 1", (size,)))
 
-    def add_video(self, v: VideoRecord) -> bool:
-        """Insert a video; False if its hash is already there (another worker or process won)."""
-        with self.tx() as db:
+    def add_video(self, v: VideoRecord, *, durable: bool = True, event: tuple[str, str, str] | None = None) -> bool:
+        """Insert a video; False if its hash is already there (another worker or process won). `event`
+        (kind, message, source path) is logged in the same transaction; `durable=False`: see `tx`."""
+        with self.tx(durable=durable) as db:
+            if event is not None:
+                self.log_event("info", event[0], event[1], event[2], v.hash)
             cur = db.execute(
                 """INSERT OR IGNORE INTO videos(hash, size, archive_path, capture_time, capture_source, label, media,
                                                probe_error, first_seen, archived_at, verified_at)

@@ -8,11 +8,16 @@ import os
 import sys
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from draftsync import __version__, log, names
-from draftsync.config import Settings, load, local_tz, secrets_of
 from draftsync.errors import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ArchiveMissing, CatalogCorrupt, DraftsyncError
+
+if TYPE_CHECKING:
+    from draftsync.config import Settings
+
+# The configuration (pydantic) and every stage module are imported where a command needs them: `--help`
+# and `--version` need none of them, `status` and `scan` only their own.
 
 HELP = """\
 draftsync backs up the videos your phone syncs to this machine: it watches the folder(s) in
@@ -173,6 +178,8 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "offsite" and not getattr(args, "offsite_command", None):
         parser.parse_args(["offsite", "--help"])
     try:
+        from draftsync.config import load, secrets_of
+
         settings, path = load(args.config)
         log.register_secrets(secrets_of(settings))
         log.setup(settings.log.level, settings.log.format)
@@ -456,6 +463,7 @@ def _dupes(settings: Settings, as_json: bool) -> int:
 def _next_times(settings: Settings, daemon: dict[str, Any], running: bool) -> dict[str, str | None]:
     """When the scrub and the push window next run (ISO, local time): the daemon's own schedule while it
     runs, else what crontab(5) says for the configured expressions."""
+    from draftsync.config import local_tz
     from draftsync.schedule import next_fire
 
     tz = local_tz()
@@ -488,8 +496,8 @@ def _held(daemon: dict[str, Any], failures: list[dict[str, Any]], running: bool)
 def status_data(settings: Settings) -> dict[str, Any]:
     from draftsync import health
     from draftsync.catalog import Catalog
+    from draftsync.config import local_tz
     from draftsync.lock import StateLock
-    from draftsync.perceptual import VERSION
 
     catalog = Catalog(settings.catalog_path)
     try:
@@ -527,7 +535,7 @@ def status_data(settings: Settings) -> dict[str, Any]:
                 if r["path"] in {str(p) for p in settings.watch.paths}
             ],
             "catalog": {"path": str(settings.catalog_path), "bytes": _db_size(settings)},
-            "perceptual": catalog.signature_counts(VERSION),
+            "perceptual": catalog.signature_counts(_signature_version(catalog)),
             "problems": [
                 {"key": p.key, "kind": p.kind, "severity": p.severity, "message": p.message, "since": p.since}
                 for p in catalog.problems()
@@ -549,6 +557,17 @@ def status_data(settings: Settings) -> dict[str, Any]:
         return data
     finally:
         catalog.close()
+
+
+def _signature_version(catalog: Any) -> int:
+    """The signature version the daemon signs with (it records it at start), so that `status` does not
+    import the perceptual module and numpy; they are imported only if no daemon has recorded it yet."""
+    v = catalog.get_meta("signature_version")
+    if v is not None and v.isdigit():
+        return int(v)
+    from draftsync.perceptual import VERSION
+
+    return VERSION
 
 
 def _db_size(settings: Settings) -> int:
@@ -621,6 +640,8 @@ def _held_reason(f: dict[str, Any]) -> str:
 def _local(iso: str | None) -> str:
     if not iso:
         return "never"
+    from draftsync.config import local_tz
+
     dt = datetime.fromisoformat(iso).astimezone(local_tz())
     return dt.strftime("%a %Y-%m-%d %H:%M %Z") + f" (in {_ago(dt.timestamp() - time.time())})"
 

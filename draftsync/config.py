@@ -6,6 +6,7 @@ Config is what the user edits; state (the catalog, tokens) lives elsewhere, unde
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -26,8 +27,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.exceptions import SettingsError
 
 from draftsync.errors import ConfigError
 
@@ -569,10 +568,12 @@ def _read_secret(value: SecretStr, path: Path | None, key: str) -> str:
     return ""
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="DRAFTSYNC_", env_nested_delimiter="__", extra="forbid", validate_default=True
-    )
+class Settings(BaseModel):
+    """The whole configuration. Read over the environment through pydantic-settings (`_with_environment`),
+    which is imported only when a DRAFTSYNC_ variable names a section: most runs have none and do not pay
+    for its import."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     watch: WatchConfig = Field(default_factory=WatchConfig)
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
@@ -585,18 +586,6 @@ class Settings(BaseSettings):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     offsite: OffsiteConfig = Field(default_factory=OffsiteConfig)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init values; the environment overrides it.
-        return (env_settings, init_settings)
 
     @model_validator(mode="after")
     def _check_paths(self) -> Settings:
@@ -752,7 +741,43 @@ def _check_env_names() -> None:
         raise ConfigError("unknown configuration variable(s) in the environment:\n  " + "\n  ".join(bad))
 
 
-def _env_parse_error(e: SettingsError) -> ConfigError:
+def _env_touches_settings() -> bool:
+    """Does any variable name a section (DRAFTSYNC_WATCH or DRAFTSYNC_WATCH__KEY, in any case)?"""
+    for k in os.environ:
+        if (
+            k.upper().startswith(ENV_PREFIX)
+            and k[len(ENV_PREFIX) :].lower().partition("__")[0] in Settings.model_fields
+        ):
+            return True
+    return False
+
+
+@functools.cache
+def _with_environment() -> type[Settings]:
+    """Settings whose values the environment overrides (DRAFTSYNC_SECTION__KEY, lists and tables as JSON)."""
+    from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+    class EnvSettings(BaseSettings, Settings):
+        model_config = SettingsConfigDict(
+            env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+        )
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            # The TOML file arrives as init values; the environment overrides it.
+            return (env_settings, init_settings)
+
+    return EnvSettings
+
+
+def _env_parse_error(e: Exception) -> ConfigError:
     """pydantic-settings reads list and table values from the environment as JSON; say so with an example."""
     for var, value in sorted(_env_config_vars().items()):
         section, _, key = var[len(ENV_PREFIX) :].lower().partition("__")
@@ -791,12 +816,17 @@ def load(explicit: str | None = None) -> tuple[Settings, Path | None]:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     _check_env_names()
     secrets = _secret_values(data) + [v for k, v in _env_config_vars().items() if _SECRET_KEY.search(k) and len(v) >= 4]
+    cls = _with_environment() if _env_touches_settings() else Settings
     try:
-        settings = Settings(**data)
+        settings = cls(**data)
     except ValidationError as e:
         msg = format_validation_error(e, str(path) if path else "defaults and environment")
         raise ConfigError(_scrub(msg, secrets)) from None
-    except SettingsError as e:
+    except Exception as e:
+        from pydantic_settings.exceptions import SettingsError
+
+        if not isinstance(e, SettingsError):
+            raise
         raise ConfigError(_scrub(str(_env_parse_error(e)), secrets)) from None
     return settings, path
 

@@ -18,17 +18,14 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from typing import Any
-
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from typing import TYPE_CHECKING, Any
 
 from draftsync import config as config_mod
 from draftsync import log, names, schedule
 from draftsync.archive import Archive, free_space
-from draftsync.catalog import Catalog, make_private_dir
+from draftsync.catalog import Catalog, SourceRow, make_private_dir
 from draftsync.config import Settings
 from draftsync.errors import (
     Abandoned,
@@ -42,17 +39,21 @@ from draftsync.errors import (
     StateFull,
 )
 from draftsync.ingest import INODES_PER_VIDEO, Ingestor, Outcome
-from draftsync.integrity import scrub
 from draftsync.lock import StateLock
 from draftsync.marker import ArchiveGuard
 from draftsync.offsite.service import OffsiteService
 from draftsync.problems import Problems
-from draftsync.push.queue import note_enabled
 from draftsync.runtime import Runtime, Service
 from draftsync.sdnotify import Notifier
 from draftsync.settle import IgnoreRules, Settler, Version, unchanged
 from draftsync.supervise import Supervisor
-from draftsync.watch import RootWatch, walk_files
+from draftsync.walk import Folder, Folders, walk
+
+if TYPE_CHECKING:
+    from draftsync.watch import RootWatch
+
+# `scan` imports this module too: what only the daemon needs (APScheduler, watchdog, the push queue, the
+# scrub) is imported where the daemon starts, so a scan does not pay for it.
 
 _log = log.get("draftsync.daemon")
 
@@ -61,6 +62,9 @@ RETRY_DELAYS = (30.0, 120.0, 600.0, 3600.0)
 RESUME_EVERY = 2.0  # seconds between checks whether a paused ingest may resume (cheap: a stat or two)
 FAILING_AFTER = 3  # attempts before a failing file becomes a standing problem
 FAILING_EVERY = 30.0  # seconds between looks at failing files
+# Periodic rescans of a healthy inotify root skip folders unchanged since the last walk (an in-place write is
+# an event); every this many seconds one walks everything anyway.
+FULL_WALK_EVERY = 6 * 3600.0
 HELD_SHOWN = 50  # held-back files listed in the heartbeat (status shows them)
 
 
@@ -249,6 +253,8 @@ class Daemon:
         self.work: queue.Queue[str] = queue.Queue(maxsize=256)
         self.in_flight: set[str] = set()
         self.threads: list[threading.Thread] = []
+        from apscheduler.schedulers.background import BackgroundScheduler
+
         self.scheduler = BackgroundScheduler(timezone=settings.archive.tz())
         self.supervisor = Supervisor()
         self.watches: list[RootWatch] = []
@@ -262,6 +268,10 @@ class Daemon:
         self._dead_reported = False
         self._next_resume = 0.0
         self._next_failing_check = 0.0
+        self._swept = False
+        # Per root: when the last walk started (ns) and the folders it found, and when the last full walk ran.
+        self._folders: dict[str, tuple[int, dict[str, Folder]]] = {}
+        self._full_walk_at: dict[str, float] = {}
 
     # --- start-up ------------------------------------------------------------------------------------
 
@@ -285,9 +295,13 @@ class Daemon:
             self.lock.release()
 
     def _run(self) -> int:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        from draftsync.watch import RootWatch
+
         s = self.settings
         self.catalog = Catalog(s.catalog_path)
-        note_enabled(s, self.catalog)
+        _note_push_enabled(s, self.catalog)
         self.archive = Archive(s.archive.root, s.archive.layout)
         self.problems = Problems(self.catalog)
         for why in config_mod.LOCAL_TZ_PROBLEM:
@@ -311,10 +325,10 @@ class Daemon:
                                  beat=self.supervisor.beat_current, on_archived=self._archived)  # fmt: skip
         if missing is not None:
             self.pipeline.pause_for(Pause("archive_missing", missing))
-        else:
-            removed = self.archive.sweep_temps()
-            if removed:
-                _log.info("removed partial copies left by an earlier stop", count=len(removed))
+        try:
+            self._swept = begin_ingest(self.catalog, self.archive, sweep=missing is None)
+        except StateFull as e:
+            self.pipeline.pause_for(Pause("state_full", str(e)))
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop.set())
         signal.signal(signal.SIGHUP, lambda *_: self.hup.set())
@@ -354,6 +368,10 @@ class Daemon:
         from draftsync.neardup import NearDups, Signer
 
         self.neardups = NearDups(self.catalog, self.archive, self.stop.is_set)
+        with contextlib.suppress(StateFull):  # what `status` counts signatures of (without importing numpy)
+            from draftsync.perceptual import VERSION
+
+            self.catalog.set_meta("signature_version", str(VERSION))
         # Signs each archived video; catches up at start; waits while the archive is not there.
         self.services.append(Signer(self.neardups, ready=lambda: self.guard.ok))
         self._add_push_job()
@@ -409,6 +427,9 @@ class Daemon:
             w.stop()
         for t in self.threads:
             t.join(timeout=30)
+        if self._swept and not any(t.is_alive() for t in self.threads):
+            with contextlib.suppress(StateFull):
+                end_ingest(self.catalog)
         try:
             self._publish_roots(mode_override="stopped")
             self.catalog.set_meta("daemon", json.dumps({"pid": None, "stopped": time.time()}))
@@ -489,13 +510,15 @@ class Daemon:
             self.pipeline.pause_for(Pause("state_full", str(e)))
 
     def _rescan(self, only: str | None) -> None:
-        known = self.catalog.known_paths()
         for w in self.watches:
             if only and w.root != only:
                 continue
             unreadable: list[str] = []
-            found, seen = reconcile(w.root, self.rules, known, self.settler, self.settings.watch.recursive,
-                                    unreadable)  # fmt: skip
+            folders = self._folders_for(w, full=only is not None)
+            r = reconcile(w.root, self.rules, self.catalog, self.settler, self.settings.watch.recursive, unreadable,
+                          waiting=self.pipeline.retries, folders=folders)  # fmt: skip
+            self._folders[w.root] = (folders.started, folders.found)
+            found = r.found
             key = f"root_missing:{w.root}"
             if not os.path.isdir(w.root) or (found == 0 and self.catalog.present_sources_under(w.root) > 0):
                 missing = not os.path.isdir(w.root)
@@ -508,11 +531,9 @@ class Daemon:
                                         "held is treated as deleted", severity="warning"):  # fmt: skip
                     self.catalog.log_event("error", "root_missing", f"{w.root}: {detail}", w.root)
             else:
-                gone = [p for p, v in known.items() if v[3] in ("archived", "empty", "failed") and p not in seen
-                        and (p.startswith(w.root.rstrip("/") + "/"))]  # fmt: skip
-                if gone:
-                    self.catalog.mark_gone(gone)
-                    _log.info("source files gone (archive keeps them)", root=w.root, count=len(gone))
+                if r.gone:
+                    self.catalog.mark_gone(r.gone)
+                    _log.info("source files gone (archive keeps them)", root=w.root, count=len(r.gone))
                 if w.health in ("empty", "missing") and w.mode != "missing":
                     w.health, w.detail = "ok", ""
                 self.problems.resolve(key)
@@ -524,6 +545,22 @@ class Daemon:
                 self._report_root(w)
             self.catalog.update_root(w.root, last_rescan=time.time())
         self._publish_roots()
+
+    def _folders_for(self, w: RootWatch, *, full: bool) -> Folders:
+        """What this walk of a root may skip: folders unchanged since the last walk, while an inotify watcher
+        that is fully healthy sees every write in place; nothing at start-up, after lost events or a restart
+        (`full`), while polling or degraded, and once every FULL_WALK_EVERY seconds."""
+        now = time.monotonic()
+        last = self._folders.get(w.root)
+        full = full or last is None or w.mode != "inotify" or w.health != "ok" or (
+            now - self._full_walk_at.get(w.root, -FULL_WALK_EVERY) >= FULL_WALK_EVERY)  # fmt: skip
+        started = time.time_ns()
+        if full or last is None:
+            self._full_walk_at[w.root] = now
+            return Folders(started=started)
+        # A folder changed within two seconds of the last look may have changed again in the same tick of a
+        # coarse clock (FAT, some shares): it is listed again.
+        return Folders(known=last[1], settled_before=last[0] - 2_000_000_000, started=started)
 
     def _report_root(self, w: RootWatch) -> None:
         """A watched folder's standing problems follow its health."""
@@ -582,6 +619,8 @@ class Daemon:
         if not self.guard.ok:
             _log.warning("scrub skipped: the archive is not available", detail=self.guard.message)
             return
+        from draftsync.integrity import scrub
+
         scrub(self.archive, self.catalog, self.settings.archive.scrub_fraction)
 
     def _add_push_job(self) -> None:
@@ -685,40 +724,128 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def _note_push_enabled(settings: Settings, catalog: Catalog) -> None:
+    if settings.push.enabled:
+        from draftsync.push.queue import note_enabled
+
+        note_enabled(settings, catalog)
+
+
 def _now_dt() -> Any:
     from datetime import datetime
 
     return datetime.now().astimezone()
 
 
+@dataclass
+class Reconciled:
+    """What one walk of a root found: how many wanted files, how many were handed to the settler, and
+    the catalogued sources that are no longer there (not counting those under folders it could not read)."""
+
+    found: int = 0
+    changed: int = 0
+    gone: list[str] = field(default_factory=list)
+
+
+_PRESENT = ("archived", "empty")
+_MAY_GO = ("archived", "empty", "failed")
+
+
 def reconcile(
     root: str,
     rules: IgnoreRules,
-    known: dict[str, tuple[int, int, int, str, int | None]],
+    catalog: Catalog,
     settler: Settler,
     recursive: bool,
     unreadable: list[str] | None = None,
-) -> tuple[int, set[str]]:
-    """Walk one root; hand new or changed files to the settler. Returns (files found, paths seen).
+    now: float | None = None,
+    waiting: Container[str] = (),
+    folders: Folders | None = None,
+) -> Reconciled:
+    """Walk one root and merge it with the catalog's sources under it, both in path order; hand new or
+    changed files to the settler. Memory stays at a folder's worth, whatever the size of the tree. Files
+    `waiting` for a retry (a failed attempt's back-off) are left to it. With `folders`, folders unchanged
+    since the last walk are not listed (`walk.Folders`); their catalogued files count as found, unchanged.
 
     A file's age comes from its mtime only when that is in the past: a clock that lies (mtime in 2300)
     gives no head start, and the settler's own monotonic clock decides."""
-    now = time.time()
-    found = 0
-    seen: set[str] = set()
-    for e in walk_files(root, rules, recursive, unreadable):
-        found += 1
-        seen.add(e.path)
-        try:
-            st = e.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        k = known.get(e.path)
-        if k is not None and k[3] in ("archived", "empty") and unchanged(Version(k[0], k[1], k[2], k[4]),
-                                                                          Version.of(st)):  # fmt: skip
-            continue
-        settler.observe(e.path, age=max(0.0, now - st.st_mtime))
-    return found, seen
+    now = time.time() if now is None else now
+    unreadable = [] if unreadable is None else unreadable
+    out = Reconciled()
+    learned: list[tuple[str, int]] = []
+    rows = catalog.sources_under(root)
+    odd = catalog.odd_sources_under(root)  # names that are not UTF-8: few, looked up by path
+    skipped = folders.skipped if folders is not None else set()
+    row = next(rows, None)
+    for path, st in walk(root, rules, recursive, unreadable, folders):
+        out.found += 1
+        while row is not None and row[0] < path:
+            _unmatched(out, row, unreadable, skipped)
+            row = next(rows, None)
+        if row is not None and row[0] == path:
+            known: SourceRow | None = row
+            row = next(rows, None)
+        else:
+            known = odd.pop(path, None) if odd else None
+        # Exactly the catalogued version is unchanged by any reading; anything else is for the one predicate
+        # to decide (a row rebuilt from an old sidecar knows no ctime).
+        if known is not None and known[4] in _PRESENT:
+            if (st.st_mtime_ns == known[2] and st.st_size == known[1] and st.st_ino == known[3]
+                    and st.st_ctime_ns == known[5]):  # fmt: skip
+                continue
+            if unchanged(Version(known[1] or 0, known[2] or 0, known[3] or 0, known[5]), Version.of(st)):
+                if known[5] is None:
+                    learned.append((path, st.st_ctime_ns))  # next time the fast comparison above decides
+                continue
+        if path in waiting:
+            continue  # failed before and due again at its back-off's time, not at every rescan
+        out.changed += 1
+        settler.observe(path, age=max(0.0, now - st.st_mtime))
+    while row is not None:
+        _unmatched(out, row, unreadable, skipped)
+        row = next(rows, None)
+    for r in odd.values():
+        _unmatched(out, r, unreadable, skipped)
+    if learned:
+        catalog.learn_ctimes(learned)
+    return out
+
+
+def _unmatched(out: Reconciled, row: SourceRow, unreadable: list[str], skipped: set[str]) -> None:
+    """A catalogued source the walk did not yield: in a folder it skipped as unchanged (there, as it was),
+    in a folder it could not read (may well be there), or gone."""
+    if skipped and row[0].rpartition("/")[0] in skipped:
+        if row[4] != "gone":
+            out.found += 1
+        return
+    if row[4] in _MAY_GO and not any(row[0].startswith(d.rstrip("/") + "/") for d in unreadable):
+        out.gone.append(row[0])
+
+
+# While a process ingests, this meta key holds its pid; a clean stop empties it. Temp files are left in the
+# archive only by a process that died while ingesting (every other failure removes its own), so the whole
+# archive is searched for them only after such a death (or when the catalog cannot say), not at every start.
+INGESTING = "ingesting"
+
+
+def begin_ingest(catalog: Catalog, archive: Archive, *, sweep: bool = True) -> bool:
+    """Sweep the archive's temp files if the last ingesting process did not stop cleanly, then mark this one
+    as ingesting. Returns whether the archive is known to be clean (False when `sweep` was not allowed
+    because the archive is not there: the mark then stays until a start that can sweep)."""
+    last = catalog.get_meta(INGESTING)
+    clean = last == ""
+    if not clean and sweep:
+        removed = archive.sweep_temps()
+        if removed:
+            _log.info("removed partial copies left by an earlier stop", count=len(removed))
+        clean = True
+    catalog.set_meta(INGESTING, str(os.getpid()))
+    return clean
+
+
+def end_ingest(catalog: Catalog) -> None:
+    """A clean stop: nothing of ours is left half-written in the archive."""
+    catalog.set_meta(INGESTING, "")
 
 
 def scan_once(settings: Settings, progress: Any = None, compare: bool = True) -> dict[str, Any]:
@@ -730,7 +857,7 @@ def scan_once(settings: Settings, progress: Any = None, compare: bool = True) ->
     lock.acquire("scan")
     try:
         catalog = Catalog(settings.catalog_path)
-        note_enabled(settings, catalog)
+        _note_push_enabled(settings, catalog)
         guard = ArchiveGuard(settings.archive.root, catalog, lock_owner=str(settings.state.dir))
         try:
             return _scan(settings, catalog, guard, progress, compare)
@@ -749,10 +876,18 @@ def _scan(settings: Settings, catalog: Catalog, guard: ArchiveGuard, progress: A
     archive = Archive(settings.archive.root, settings.archive.layout)
     stop = threading.Event()
     pipeline = Pipeline(settings, catalog, archive, stop, problems=Problems(catalog), guard=guard)
-    archive.sweep_temps()
+    begin_ingest(catalog, archive)
+    try:
+        return _scan_roots(settings, catalog, archive, pipeline, stop, progress, compare)
+    finally:
+        with contextlib.suppress(StateFull):
+            end_ingest(catalog)
+
+
+def _scan_roots(settings: Settings, catalog: Catalog, archive: Archive, pipeline: Pipeline, stop: threading.Event,
+                progress: Any, compare: bool) -> dict[str, Any]:  # fmt: skip
     rules = ignore_rules(settings)
     settler = Settler(settings.watch.settle_seconds, settings.watch.open_write_timeout, rules=rules)
-    known = catalog.known_paths()
     missing = []
     found = 0
     for r in pipeline.roots:
@@ -760,7 +895,7 @@ def _scan(settings: Settings, catalog: Catalog, guard: ArchiveGuard, progress: A
             missing.append(r)
             _log.error("watch root missing", root=r)
             continue
-        found += reconcile(r, rules, known, settler, settings.watch.recursive)[0]
+        found += reconcile(r, rules, catalog, settler, settings.watch.recursive).found
         catalog.update_root(r, last_rescan=time.time())
     unchanged_count = found - len(settler)
     import concurrent.futures as cf

@@ -10,7 +10,6 @@ again. The archived copy keeps the source's modification time.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import threading
@@ -32,7 +31,7 @@ from draftsync.archive import (
 )
 from draftsync.catalog import Catalog, SourceSighting, VideoRecord
 from draftsync.config import Settings
-from draftsync.errors import ArchiveFull, ItemError, SourceChanged, SourceGone, SourceUnreadable, StateFull
+from draftsync.errors import ArchiveFull, ItemError, SourceChanged, SourceGone, SourceUnreadable
 from draftsync.fingerprint import MediaFacts, capture_time, hash_file, new_hasher, probe
 from draftsync.marker import ArchiveGuard
 from draftsync.settle import Version, unchanged
@@ -115,21 +114,12 @@ class Ingestor:
                                   st.st_ctime_ns)  # fmt: skip
         if st.st_size == 0:
             # An empty file is a placeholder (a sync tool about to write, or a failed export), not a video.
-            self.catalog.record_source(sighting, None, "empty")
+            self.catalog.record_source(sighting, None, "empty", durable=False)  # a rerun records it again
             return Outcome("empty", path, detail="empty file, nothing to back up")
 
         moved = self.catalog.hash_by_identity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if moved is not None:
             return self._seen(sighting, moved, "same inode, size and mtime as an archived file (moved)")
-
-        if self.catalog.size_known(st.st_size):
-            # Possibly a copy of something archived: hash it first and skip the copy if so.
-            try:
-                digest, _ = hash_file(path, should_stop=self.should_stop, beat=self.beat)
-            except OSError as e:
-                raise _read_error(e, path) from None
-            if self.catalog.video(digest) is not None:
-                return self._seen(sighting, digest, "identical content already archived")
 
         facts: MediaFacts | None
         probe_error: str | None = None
@@ -168,7 +158,7 @@ class Ingestor:
             if not unchanged(before, version):
                 raise SourceChanged(f"{path} changed before it was read; waiting for it to settle", path)
             try:
-                result = self.archive.copy_in(src, target_dir, new_hasher(), should_stop=self.should_stop,
+                result = self.archive.copy_in(src, target_dir, new_hasher(st.st_size), should_stop=self.should_stop,
                                               beat=self.beat)  # fmt: skip
             except OSError as e:
                 raise _read_error(e, path) from None
@@ -189,11 +179,17 @@ class Ingestor:
         if result.size != st.st_size:
             result.temp.abort()
             raise SourceChanged(f"{path} read {result.size} bytes, expected {st.st_size}", path)
+        if self.catalog.video(result.digest) is not None:
+            # A copy of something archived: known now from the hash of the copy pass, so the source is read
+            # once; the unsynced copy is dropped before it costs an fsync.
+            result.temp.abort()
+            return self._seen(sighting, result.digest, "identical content already archived")
 
         with result.temp as tmp:
-            # Read the written copy back: what is on the archive disk must hash like the source did.
-            check, _ = hash_file(tmp.tmp, should_stop=self.should_stop, beat=self.beat)
-            if check != result.digest:
+            # fsync the copy, then read it back from the disk (its cached pages dropped first): what the disk
+            # holds must hash like the source did.
+            check, n, _ = self.archive.read_back(result, should_stop=self.should_stop, beat=self.beat)
+            if check != result.digest or n != result.size:
                 raise ItemError(f"verification failed writing {path} into {target_dir}; the copy was dropped", path)
             # The copy keeps the source's dates (as rsync -t, rclone and Phockup do), so file managers sort a
             # clip by when it was made. Set before the name appears, so the final name never has another.
@@ -213,10 +209,12 @@ class Ingestor:
                 final_rel, adopted = self.archive.place(tmp, rel, result.digest, result.size)
                 record = self._record(result.digest, result.size, final_rel, captured, source_of_date, label,
                                       facts, probe_error, sighting, adopted)  # fmt: skip
+                # The sidecar's write fsyncs the folder, which makes the video's name durable too.
                 self.archive.write_sidecar(record)
-                self.catalog.add_video(record)
-        with contextlib.suppress(StateFull):  # archived and catalogued; the event log is a nicety
-            self.catalog.log_event("info", "archived", f"archived as {final_rel}", path, result.digest)
+                # Only now the catalog row, and without waiting for the disk: a power cut may lose it, but
+                # the placed video and its sidecar are on disk, and a rerun finds the video under the same
+                # name with the same content and adopts it, keeping what its sidecar says (`_record`).
+                self.catalog.add_video(record, durable=False, event=("archived", f"archived as {final_rel}", path))
         _log.info(
             "archived", path=path, hash=result.digest, archive_path=final_rel, label=label, size=result.size,
             capture_time=record.capture_time, capture_source=source_of_date, probe_error=probe_error,
@@ -260,7 +258,8 @@ class Ingestor:
     def _seen(self, sighting: SourceSighting, digest: str, why: str) -> Outcome:
         """Record a new sighting of archived content (no copy), in the catalog and the sidecar."""
         video = self.catalog.video(digest)
-        self.catalog.record_source(sighting, digest, "archived")
+        # Not waiting for the disk: a sighting lost to a power cut is seen again by the next rescan.
+        self.catalog.record_source(sighting, digest, "archived", durable=False)
         if video is not None:
             self._sources_to_sidecar(video)
         _log.info("already archived", path=sighting.path, hash=digest, reason=why,

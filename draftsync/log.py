@@ -5,6 +5,9 @@ is scrubbed from every string, so a token quoted inside an error message never r
 Libraries that log through the standard `logging` module (APScheduler, watchdog, httpx) go through the
 same processors, so the stream stays one JSON object per line. Timestamps carry their UTC offset, and
 file names that are not UTF-8 are written with their raw bytes as \\xNN.
+
+structlog (which pulls in rich) is imported on the first line actually logged, not at start-up: a
+`scan` or `status` that has nothing to say does not pay for it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ import threading
 from collections.abc import Iterable, MutableMapping
 from datetime import datetime
 from typing import Any
-
-import structlog
 
 from draftsync import names
 
@@ -66,39 +67,29 @@ def timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappin
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
-    """The stdlib handler draftsync installs (so a second setup replaces it rather than adding one)."""
+    """The stdlib handler draftsync installs (so a second setup replaces it rather than adding one). Its
+    structlog formatter is built when the first library line arrives."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.formatter is None:
+            _ensure()
+            self.setFormatter(_stdlib_formatter())
+        return super().format(record)
+
+
+# What `setup` asked for; applied to structlog by `_ensure` on the first line logged.
+_wanted: dict[str, Any] = {"level": "info", "fmt": "auto", "stream": None}
+_applied: list[tuple[Any, ...]] = []  # the settings structlog was configured with, if any
 
 
 def setup(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     stream = stream or sys.stderr
-    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    )
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        timestamp,
-        structlog.processors.format_exc_info,
-        redact,
-    ]
-    structlog.configure(
-        processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
-    )
+    with _lock:
+        _wanted.update(level=level, fmt=fmt, stream=stream)
+        _applied.clear()
     # Libraries that use stdlib logging (apscheduler, watchdog, httpx) stay quiet unless they warn, and
     # what they say is rendered like our own lines (JSON off a terminal), not as plain text among them.
     handler = _Handler(stream)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            processor=renderer,
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-        )
-    )
     root = logging.getLogger()
     for h in [h for h in root.handlers if isinstance(h, _Handler) or type(h) is logging.StreamHandler]:
         root.removeHandler(h)
@@ -108,5 +99,71 @@ def setup(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _renderer() -> Any:
+    import structlog
+
+    stream = _wanted["stream"] or sys.stderr
+    fmt = _wanted["fmt"]
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    if use_json:
+        return structlog.processors.JSONRenderer(sort_keys=False)
+    return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+
+
+def _shared() -> list[Any]:
+    import structlog
+
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        timestamp,
+        structlog.processors.format_exc_info,
+        redact,
+    ]
+
+
+def _stdlib_formatter() -> logging.Formatter:
+    import structlog
+
+    return structlog.stdlib.ProcessorFormatter(
+        processor=_renderer(), foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared()]
+    )
+
+
+def _ensure() -> None:
+    """Configure structlog as `setup` last asked (once per setup call)."""
+    key = (_wanted["level"], _wanted["fmt"], _wanted["stream"])
+    if _applied and _applied[0] == key:
+        return
+    with _lock:
+        if _applied and _applied[0] == key:
+            return
+        import structlog
+
+        stream = _wanted["stream"] or sys.stderr
+        structlog.configure(
+            processors=[*_shared(), _renderer()],
+            wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, str(_wanted["level"]).upper())),
+            logger_factory=structlog.PrintLoggerFactory(file=stream),
+            cache_logger_on_first_use=False,
+        )
+        _applied[:] = [key]
+
+
+class _Logger:
+    """A named structlog logger, configured (and structlog imported) on its first call."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, method: str) -> Any:
+        _ensure()
+        import structlog
+
+        return getattr(structlog.get_logger(self._name), method)
+
+
 def get(name: str = "draftsync") -> Any:
-    return structlog.get_logger(name)
+    return _Logger(name)

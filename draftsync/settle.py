@@ -54,8 +54,16 @@ _TEMP_PATTERNS = [
 _TEMP = re.compile("|".join(f"(?:{p})" for p in _TEMP_PATTERNS), re.DOTALL)
 
 
+# Every pattern above starts with '.' or '~' or ends (before an optional final newline: `$`) in one of
+# these characters; a name that does neither cannot match, and most names (`.mp4`, `.mov`) are told so
+# without running the regex.
+_TEMP_LAST = frozenset("ltcdp~\n")
+
+
 def is_temp_name(name: str) -> bool:
     """True for the in-progress names real sync tools write before renaming to the final name."""
+    if name[-1:] not in _TEMP_LAST and name[:1] not in (".", "~"):
+        return False
     return _TEMP.search(name) is not None
 
 

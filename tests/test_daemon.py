@@ -253,3 +253,23 @@ def test_scan_archives_what_is_settled_and_exits(env: Env) -> None:
     assert r.stdout.startswith("1 archived")
     assert archived_hashes(env) == [b3(a)]
     assert json.loads(env.cli("status", "--json").stdout)["daemon"]["running"] is False
+
+
+def test_temp_files_are_swept_only_after_a_stop_that_was_not_clean(tmp_path: Path) -> None:
+    from draftsync.archive import Archive
+    from draftsync.catalog import Catalog
+    from draftsync.daemon import begin_ingest, end_ingest
+
+    arch = Archive(tmp_path / "archive", "{year}/{hash8}{ext}")
+    (tmp_path / "archive" / "2026").mkdir(parents=True)
+    cat = Catalog(tmp_path / "state" / "catalog.db")
+    left = tmp_path / "archive" / "2026" / ".draftsync-abc.part"
+    left.write_bytes(b"partial")
+    assert begin_ingest(cat, arch) and not left.exists()  # nothing known about the last stop: swept
+    end_ingest(cat)
+    left.write_bytes(b"someone else's, while we were stopped cleanly")
+    assert begin_ingest(cat, arch) and left.exists()  # a clean stop left nothing: no walk of the archive
+    # This process dies without end_ingest; the next start finds the mark and sweeps.
+    assert begin_ingest(cat, arch, sweep=False) is False and left.exists()  # archive missing: sweep owed
+    assert begin_ingest(cat, arch) and not left.exists()
+    cat.close()

@@ -93,3 +93,89 @@ def test_mtime_is_the_last_resort() -> None:
 
 def test_impossible_dates_in_names_are_ignored() -> None:
     assert date_from_name("VID_20261399_250000.mp4", UTC) is None
+
+
+def resident(path: Path) -> float:
+    """The fraction of a file's pages in the page cache (mincore(2))."""
+    import ctypes
+    import os
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY)
+    addr = libc.mmap(None, size, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+    os.close(fd)
+    pages = (size + 4095) // 4096
+    vec = (ctypes.c_ubyte * pages)()
+    assert libc.mincore(addr, size, vec) == 0
+    libc.munmap(addr, size)
+    return sum(v & 1 for v in vec) / pages
+
+
+def needs_a_disk(path: Path) -> None:
+    """On tmpfs the page cache is the storage: nothing can be dropped from it."""
+    from draftsync.watch import mount_fstype
+
+    if mount_fstype(str(path)) in ("tmpfs", "ramfs"):
+        pytest.skip("the test folder is in memory (tmpfs): there is no disk to read from")
+
+
+def test_a_read_back_comes_from_the_disk_not_the_page_cache(tmp_path: Path) -> None:
+    import os
+
+    from draftsync.fingerprint import drop_cached, hash_from_disk
+
+    needs_a_disk(tmp_path)
+
+    p = tmp_path / "copy.bin"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, os.urandom(3 * 1024 * 1024))
+        assert resident(p) == 1.0  # just written: all of it in memory
+        os.fsync(fd)
+        assert drop_cached(fd) and resident(p) == 0.0  # what is read next comes from the disk
+        digest, n, from_disk = hash_from_disk(fd)
+    finally:
+        os.close(fd)
+    assert (digest, n, from_disk) == (b3(p), 3 * 1024 * 1024, True)
+    hash_file(p)
+    assert resident(p) == 0.0  # verify and the scrub read the disk and leave the cache as it was
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mov", ".mkv"])
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_the_track_header_gives_the_rotation_a_decoded_frame_would(tmp_path: Path, ext: str, rotation: int) -> None:
+    import av
+
+    from draftsync.fingerprint import MediaFacts, _decode_first_frame, mp4_rotation
+
+    v = make_video(tmp_path / f"r{ext}", rotation=rotation)
+    with av.open(str(v)) as c:
+        decoded = MediaFacts()
+        _decode_first_frame(c, decoded)
+    with open(v, "rb") as f:
+        header = mp4_rotation(f)
+    assert decoded.rotation == rotation and probe(v).rotation == rotation
+    assert header == (None if ext == ".mkv" else rotation)  # Matroska has no track header: a frame is decoded
+
+
+@pytest.mark.parametrize(("codec", "ext", "audio"), [("libx264", ".mp4", True), ("libx264", ".mov", False),
+                                                     ("libx265", ".mp4", False), ("mpeg4", ".3gp", True),
+                                                     ("libx264", ".mkv", True)])  # fmt: skip
+def test_the_probe_without_decoding_finds_what_decoding_finds(
+    tmp_path: Path, codec: str, ext: str, audio: bool
+) -> None:
+    import av
+
+    from draftsync.fingerprint import _decode_first_frame, _facts
+
+    v = make_video(tmp_path / f"v{ext}", codec=codec, audio=audio, rotation=270, size=(320, 240),
+                   creation_time="2026-05-01T10:00:00.000000Z")  # fmt: skip
+    with av.open(str(v), options={"probesize": "20000000"}) as c:  # streams found by decoding, as before
+        decoded = _facts(c)
+        _decode_first_frame(c, decoded)
+    assert probe(v) == decoded and decoded.rotation == 270

@@ -291,3 +291,44 @@ def test_a_long_copy_beats_the_workers_heartbeat(env: Env, ing: Ingestor) -> Non
     src.write_bytes(os.urandom(9 * 1024 * 1024))
     ing.ingest(str(src), str(env.inbox))
     assert len(beats) >= 6  # per chunk, copying and verifying
+
+
+def test_a_copy_of_something_archived_is_read_once_and_never_written_to_disk(env: Env, ing: Ingestor,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    src = make_video(env.inbox / "VID_20260501_120000.mp4", seed=11)
+    assert ing.ingest(str(src), str(env.inbox)).kind == "archived"
+    copy = env.inbox / "again.mp4"
+    copy.write_bytes(src.read_bytes())  # same size and content, another inode: not "moved"
+    read_backs: list[object] = []
+    real = Archive.read_back
+    monkeypatch.setattr(Archive, "read_back", lambda self, *a, **k: read_backs.append(a) or real(self, *a, **k))
+    out = ing.ingest(str(copy), str(env.inbox))
+    assert out.kind == "seen" and out.hash == b3(src)
+    assert read_backs == [] and env.temps() == [] and len(env.archived_videos()) == 1  # no fsync, no read-back
+
+
+def test_the_archived_copy_is_checked_on_the_disk_and_left_out_of_memory(env: Env, ing: Ingestor) -> None:
+    from tests.test_fingerprint import needs_a_disk, resident
+
+    needs_a_disk(env.archive.parent)
+    src = make_video(env.inbox / "VID_20260501_120500.mp4", seed=12, seconds=2)
+    out = ing.ingest(str(src), str(env.inbox))
+    assert out.archive_path is not None
+    # The read-back dropped the copy's pages before reading it (so it read the disk) and after.
+    assert resident(env.archive / out.archive_path) == 0.0
+
+
+def test_the_catalog_row_may_be_lost_to_a_crash_and_the_rerun_adopts_the_placed_video(env: Env, ing: Ingestor) -> None:
+    src = make_video(env.inbox / "VID_20260501_121000.mp4", seed=13)
+    out = ing.ingest(str(src), str(env.inbox))
+    (sc,) = env.sidecars()
+    # What a power cut can do to a commit that did not wait for the disk: the row is gone, the video and its
+    # sidecar (fsync'd with their folder before the row was written) are there.
+    with ing.catalog.tx() as db:
+        db.execute("DELETE FROM videos")
+        db.execute("DELETE FROM sources")
+    again = ing.ingest(str(src), str(env.inbox))
+    assert (again.kind, again.archive_path) == ("archived", out.archive_path)
+    assert len(env.archived_videos()) == 1 and env.temps() == []
+    (sc2,) = env.sidecars()
+    assert sc2["first_seen"] == sc["first_seen"] and ing.catalog.video(b3(src)) is not None

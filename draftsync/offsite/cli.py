@@ -10,10 +10,12 @@ import sys
 import threading
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from draftsync.config import Settings
 from draftsync.errors import EXIT_OK, EXIT_PROBLEMS, UsageError
+
+if TYPE_CHECKING:  # `draftsync --help` reads this module's argument types without loading pydantic
+    from draftsync.config import Settings
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
