@@ -505,16 +505,22 @@ def _long(c: Corpus, root: Path) -> None:
 
 
 def cached(root: Path) -> Corpus:
-    """`build(root)` once per version of this file: a later session with the same source reuses it."""
+    """`build(root)` once per version of this file: a later session with the same source reuses it.
+    Test processes running side by side (pytest-xdist workers) take turns: one builds, the others wait."""
+    import fcntl
+
     stamp = hashlib.sha256(Path(__file__).read_bytes() + av.__version__.encode()).hexdigest()[:16]
     done = root / f"corpus-{stamp}.json"
-    if done.exists():
-        return Corpus.from_json(root, json.loads(done.read_text()))
-    if root.exists():
-        shutil.rmtree(root)
-    c = build(root)
-    done.write_text(json.dumps(c.to_json()))
-    return c
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return Corpus.from_json(root, json.loads(done.read_text()))
+        if root.exists():
+            shutil.rmtree(root)
+        c = build(root)
+        done.write_text(json.dumps(c.to_json()))
+        return c
 
 
 __all__ = ["FPS", "SECONDS", "Corpus", "H", "W", "build", "cached", "clip_frames", "decode", "encode"]
