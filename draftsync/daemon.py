@@ -266,6 +266,7 @@ class Daemon:
         self.started = time.time()
         self._flight_lock = threading.Lock()
         self._dead_reported = False
+        self._failing_reported: set[str] = set()
         self._next_resume = 0.0
         self._next_failing_check = 0.0
         self._swept = False
@@ -677,6 +678,7 @@ class Daemon:
             if self._dead_reported:
                 self.problems.resolve("loop_dead")
                 self._dead_reported = False
+        self._report_failing()
         if notify:
             self.notifier.status(self._status_line())
         p = self.pipeline.pause
@@ -697,6 +699,17 @@ class Daemon:
             self.pipeline.pause_for(Pause("state_full", str(e)))
             return
         self._publish_roots()
+
+    def _report_failing(self) -> None:
+        """A loop that raises on every pass still beats, so it is not dead; name it as a warning."""
+        now = self.supervisor.failing()
+        for name, error in now.items():
+            self.problems.report(f"loop_failing:{name}", "loop_failing", f"internal loop {name} fails on every pass "
+                                 f"({error}); it retries with back-off, the log has the traceback",
+                                 severity="warning")  # fmt: skip
+        for name in self._failing_reported - now.keys():
+            self.problems.resolve(f"loop_failing:{name}")
+        self._failing_reported = set(now)
 
     def _publish_roots(self, mode_override: str | None = None) -> None:
         try:

@@ -3,6 +3,10 @@ pass is logged with its traceback and the loop goes on, and `dead()` names the l
 beating, so the systemd watchdog is fed only while all of them are alive (huey's check_worker_health
 habit: a deaf daemon is restarted, not kept alive).
 
+A loop whose every pass fails (a bug, a file it cannot read) would otherwise spin: it waits `backoff()`
+after each failed pass, doubling up to a minute, and `failing()` names it so the daemon can say so in
+`status` and notifications instead of only in the log.
+
 Time is injected (`clock`, monotonic by default) so tests decide what "too long" means without sleeping.
 """
 
@@ -17,6 +21,17 @@ from draftsync import log
 
 _log = log.get("draftsync.supervise")
 
+BACKOFF_FIRST = 0.5  # seconds after the first failed pass
+BACKOFF_MAX = 60.0
+FAILING_AFTER = 3  # consecutive failed passes before a loop is named by `failing()`
+
+
+def backoff(streak: int) -> float:
+    """Seconds to wait before the next pass after `streak` consecutive failed ones (0: none failed)."""
+    if streak <= 0:
+        return 0.0
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(streak - 1, 16))
+
 
 @dataclass
 class Loop:
@@ -27,6 +42,7 @@ class Loop:
     clock: Callable[[], float]
     last_beat: float = 0.0
     errors: int = 0
+    streak: int = 0  # consecutive passes that raised; 0 after one that did not
     last_error: str = ""
     thread: threading.Thread | None = field(default=None, repr=False)
     busy: str = ""  # what a long pass is doing, for the reason when it is declared dead
@@ -46,12 +62,20 @@ class Loop:
         """One pass of the loop: beats, and logs (never raises) an unexpected exception."""
         self.beat()
         try:
-            return body()
+            out = body()
         except Exception as e:
             self.errors += 1
-            self.last_error = f"{type(e).__name__}: {e}"
-            _log.exception("unexpected error in a loop; it goes on", loop=self.name, error=self.last_error)
+            self.streak += 1
+            error = f"{type(e).__name__}: {e}"
+            if error != self.last_error or self.streak in (1, FAILING_AFTER) or self.streak % 100 == 0:
+                # The same error on every pass is logged with its traceback once, then every 100th time.
+                _log.exception("unexpected error in a loop; it goes on", loop=self.name, error=error,
+                               failed_passes=self.streak, retry_in=backoff(self.streak))  # fmt: skip
+            self.last_error = error
             return None
+        else:
+            self.streak = 0
+            return out
         finally:
             self.beat()
 
@@ -85,6 +109,10 @@ class Supervisor:
         with self._lock:
             return list(self._loops.values())
 
+    def failing(self) -> dict[str, str]:
+        """Loops whose last `FAILING_AFTER` passes or more all raised: name → last error."""
+        return {lp.name: lp.last_error for lp in self.loops() if lp.streak >= FAILING_AFTER}
+
     def dead(self, now: float | None = None) -> list[str]:
         """Names of loops that stopped (thread ended or silent too long), each with why."""
         out = []
@@ -105,13 +133,14 @@ class Supervisor:
         interval: float,
         max_silence: float,
     ) -> Loop:
-        """Run `body` every `interval` seconds on its own thread until `stop` is set, supervised."""
+        """Run `body` every `interval` seconds on its own thread until `stop` is set, supervised; after a
+        pass that raised, wait at least `backoff(streak)`."""
         loop = self.register(name, max_silence)
 
         def run() -> None:
             while not stop.is_set():
                 loop.guard(body)
-                stop.wait(interval)
+                stop.wait(max(interval, backoff(loop.streak)))
 
         t = threading.Thread(target=run, name=name, daemon=True)
         loop.thread = t

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from draftsync.supervise import Supervisor
+from draftsync.supervise import BACKOFF_MAX, FAILING_AFTER, Supervisor, backoff
 from tests.conftest import wait_for
 
 
@@ -67,3 +67,60 @@ def test_cron_jobs_are_guarded_but_never_declared_dead() -> None:
     job()  # the ZeroDivisionError is logged, not raised into the scheduler
     clock.t += 10**7
     assert ran == [1] and sup.dead() == []
+
+
+class RecordingStop(threading.Event):
+    """A stop event whose waits return at once and are recorded; it is set after `passes` waits."""
+
+    def __init__(self, passes: int) -> None:
+        super().__init__()
+        self.passes = passes
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        if len(self.waits) >= self.passes:
+            self.set()
+        return self.is_set()
+
+
+def test_backoff_doubles_after_each_failed_pass_up_to_a_minute() -> None:
+    assert [backoff(n) for n in range(5)] == [0.0, 0.5, 1.0, 2.0, 4.0]
+    assert backoff(8) == BACKOFF_MAX and backoff(10**6) == BACKOFF_MAX
+
+
+def test_a_loop_that_fails_on_every_pass_backs_off_instead_of_spinning() -> None:
+    sup = Supervisor()
+    stop = RecordingStop(passes=10)
+    calls: list[int] = []
+
+    def body() -> None:
+        calls.append(1)
+        if len(calls) <= 8:
+            raise OSError("unreadable thumbnail folder")
+
+    loop = sup.spawn("thumbnails", body, stop, interval=0, max_silence=900)
+    assert loop.thread is not None
+    loop.thread.join(10)
+    assert stop.waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 0, 0]
+    assert loop.errors == 8 and loop.streak == 0  # one good pass ends the back-off
+
+
+def test_a_loop_failing_again_and_again_is_named_until_a_pass_succeeds() -> None:
+    sup = Supervisor()
+    loop = sup.register("notify", max_silence=600)
+    outcome: list[BaseException | None] = [OSError("disk gone")]
+
+    def body() -> None:
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    for _ in range(FAILING_AFTER - 1):
+        loop.guard(body)
+    assert sup.failing() == {}
+    loop.guard(body)
+    assert sup.failing() == {"notify": "OSError: disk gone"}
+    assert sup.dead() == []  # it still beats: failing, not dead
+    outcome[0] = None
+    loop.guard(body)
+    assert sup.failing() == {}
