@@ -622,7 +622,7 @@ class Daemon:
             return
         from draftsync.integrity import scrub
 
-        scrub(self.archive, self.catalog, self.settings.archive.scrub_fraction)
+        scrub(self.archive, self.catalog, self.settings.archive.scrub_fraction, self.problems)
 
     def _add_push_job(self) -> None:
         if self.settings.push.enabled:

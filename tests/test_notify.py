@@ -5,6 +5,7 @@ The decisions are table tests on the pure Outbox; delivery goes to a real Appris
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -313,6 +314,48 @@ def test_the_weekly_digest_carries_thumbnails_where_the_service_takes_attachment
     (m,) = receiver.messages()
     assert "weekly digest, 2 video(s) backed up" in m["title"] and "Archived this week: 2 video(s)" in m["message"]
     assert len(m["attachments"]) == 2 and all(a["mimetype"] == "image/jpeg" for a in m["attachments"])
+
+
+def test_a_scrub_that_finds_a_damaged_video_is_told_once_and_again_when_it_is_mended(env: Env,
+                                                                                    receiver: Receiver) -> None:  # fmt: skip
+    from draftsync.ingest import Ingestor
+    from draftsync.integrity import scrub
+
+    rt = runtime(env, urls=[receiver.url()], group_seconds=0)
+    ing = Ingestor(rt.settings, rt.catalog, rt.archive)
+    for i in range(2):
+        assert ing.ingest(str(make_video(env.inbox / f"v{i}.mp4", seed=320 + i)), str(env.inbox)).kind == "archived"
+    svc = NotifyService()
+    assert svc.attach(rt)
+    video = env.archived_videos()[0]
+    good = video.read_bytes()
+    video.write_bytes(good[:-100] + bytes(100))  # bit rot at the end of the file
+    for _ in range(2):  # found by two scrubs in a row: still one message
+        assert scrub(rt.archive, rt.catalog, 1.0, rt.problems).problems == 1
+        svc.pass_once(wait=0)
+    p = rt.problems.get("integrity")
+    assert p is not None and "1 changed" in p.message and video.name in p.message
+    (m,) = receiver.messages()
+    assert "archive integrity" in m["title"] and video.name in m["message"] and m["type"] == "failure"
+    video.write_bytes(good)  # restored from a backup
+    assert scrub(rt.archive, rt.catalog, 0.5, rt.problems).problems == 0  # the damaged one is looked at first
+    svc.pass_once(wait=0)
+    assert rt.problems.get("integrity") is None
+    assert [x["type"] for x in receiver.messages()] == ["failure", "success"]
+    assert "resolved" in receiver.messages()[1]["title"]
+
+
+def test_a_scrub_that_loses_the_archive_disk_midway_does_not_cry_bit_rot(env: Env) -> None:
+    from draftsync.ingest import Ingestor
+    from draftsync.integrity import scrub
+
+    rt = runtime(env)
+    assert Ingestor(rt.settings, rt.catalog, rt.archive).ingest(
+        str(make_video(env.inbox / "v.mp4", seed=330)), str(env.inbox)).kind == "archived"  # fmt: skip
+    shutil.rmtree(env.archive)
+    env.archive.mkdir()  # the disk is gone mid-scrub: its bare mount point, no marker, no videos
+    assert scrub(rt.archive, rt.catalog, 1.0, rt.problems).missing
+    assert rt.problems.get("integrity") is None
 
 
 def test_pings_around_scrub_and_push_windows_and_a_heartbeat(env: Env, receiver: Receiver) -> None:
