@@ -262,11 +262,12 @@ class App:
         }  # fmt: skip
 
     def dupes_data(self, page: str) -> dict[str, Any]:
-        n = int(page) if page.isdigit() and int(page) > 0 else 1
         per = 20
         gs = self.groups()
+        pages = max(1, (len(gs) + per - 1) // per)
+        n = page_number(page, pages)
         return {"title": f"near-duplicates on {self.host}", "groups": self.with_thumbs(gs[(n - 1) * per : n * per]), "page": n,
-                "pages": max(1, (len(gs) + per - 1) // per), "total": len(gs)}  # fmt: skip
+                "pages": pages, "total": len(gs)}  # fmt: skip
 
     def with_thumbs(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The shown groups' members with their thumbnails as of now (the groups themselves may be cached)."""
@@ -335,6 +336,15 @@ class App:
             env.filters.update(size=_size, when=_when, ago=_ago, duration=_duration)
             self._env = env
         return self._env
+
+
+def page_number(text: str, pages: int) -> int:
+    """A `?page=` as typed or tampered with: a number from 1 to `pages`, never an error (a 5,000-digit
+    number is beyond what int() converts, and a page past the end shows the last one)."""
+    t = text.strip()
+    if not t.isascii() or not t.isdigit() or len(t) > 9:
+        return pages if t.isascii() and t.isdigit() else 1
+    return min(max(1, int(t)), pages)
 
 
 def _card(v: VideoRecord, rel: str | None, err: str | None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from draftsync.config import is_loopback, load, parse_listen
 from draftsync.lock import StateLock
 from draftsync.problems import Problems
 from draftsync.thumbs import thumb_rel
-from draftsync.web import App, push_queue
+from draftsync.web import App, page_number, push_queue
 from tests.conftest import DaemonProc, Env, make_video, wait_for
 from tests.receiver import Receiver, start_receiver
 
@@ -182,6 +182,29 @@ def test_thumbnails_are_served_only_from_the_thumbnail_folder(filled: tuple[Any,
     assert app.handle("GET", f"/thumbs/{h9[7:]}", LOCAL).status == 404  # never follows a link out
     cat.set_thumb(h9, "../../etc/passwd", None)  # a hand-edited catalog
     assert app.handle("GET", f"/thumbs/{h9[7:]}", LOCAL).status == 404
+
+
+@pytest.mark.parametrize(
+    ("text", "pages", "want"),
+    [("1", 3, 1), ("2", 3, 2), ("", 3, 1), ("0", 3, 1), ("-1", 3, 1), ("abc", 3, 1), ("2.5", 3, 1), ("²", 3, 1),
+     ("99", 3, 3), ("9" * 5000, 3, 3), (" 2 ", 3, 2), ("7", 1, 1)],
+)  # fmt: skip
+def test_page_numbers_as_typed_or_tampered_with(text: str, pages: int, want: int) -> None:
+    assert page_number(text, pages) == want
+
+
+ODD = ["/dupes?page=" + "9" * 5000, "/dupes?page=-3", "/dupes?page=%C2%B2", "/?before=" + "9" * 5000 + "_" + "a" * 64,
+       "/?before=1e999_" + "a" * 64, "/?before=%ZZ&x=%00&before=", "/?" + "&".join(f"k{i}=v" for i in range(2000)),
+       "/thumbs/" + "A" * 64, "/thumbs/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/thumbs/", "//etc/passwd",
+       "/static/../web.py", "/healthz/", "/%00", "/metrics?name[]=x"]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ODD, ids=lambda t: t[:40])
+def test_odd_addresses_get_an_answer_never_a_server_error(filled: tuple[Any, Catalog], target: str,
+                                                          capfd: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    r = _app(filled[0]).handle("GET", target, LOCAL)
+    assert r.status in (200, 404, 503), (r.status, r.body[:200])
+    assert "web request failed" not in capfd.readouterr().err
 
 
 def _same_clip(cat: Catalog, a: str, b: str, similarity: float) -> None:
