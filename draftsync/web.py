@@ -120,8 +120,10 @@ def push_queue(settings: Settings, catalog: Catalog, now: float, limit: int = QU
 class App:
     def __init__(self, settings: Settings, catalog: Catalog, token: str = "",
                  notifications: Callable[[], dict[str, int]] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time, remake: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.settings = settings
+        self.remake = remake  # asks the thumbnailer to make a damaged thumbnail again (the page cannot write)
+        self._damaged_told: set[str] = set()
         self.catalog = catalog  # read-only
         self.token = token
         self.clock = clock
@@ -202,7 +204,7 @@ class App:
         return Response(200, body, {"Content-Type": ctype, "Cache-Control": "no-store"})
 
     def thumbnail(self, name: str) -> Response:
-        from draftsync.thumbs import MEDIA_TYPE, THUMB_DIR
+        from draftsync.thumbs import MEDIA_TYPE, THUMB_DIR, looks_whole
 
         if not _HEX.match(name):
             return Response.text(404, "not found\n")
@@ -218,6 +220,15 @@ class App:
             return Response.text(404, "thumbnail file missing\n")
         with os.fdopen(fd, "rb") as f:
             data = f.read(4 * 1024 * 1024)
+        if not looks_whole(data, Path(known[0]).suffix):
+            # A broken picture would show as a broken image for good (and reindex kept it); tell the daemon's
+            # thumbnailer, which can write, and answer as for one not made yet.
+            if name not in self._damaged_told:
+                self._damaged_told.add(name)
+                _log.warning("damaged thumbnail; it is made again", thumbnail=known[0])
+            if self.remake is not None:
+                self.remake("blake3:" + name)
+            return Response.text(404, "thumbnail damaged; it is being made again\n")
         return Response(200, data, {"Content-Type": MEDIA_TYPE.get(Path(known[0]).suffix, "application/octet-stream"),
                                     "Cache-Control": "private, max-age=86400, immutable"})  # fmt: skip
 
@@ -450,8 +461,9 @@ class WebService:
 
     name = "web"
 
-    def __init__(self, notify: Any = None) -> None:
+    def __init__(self, notify: Any = None, remake: Callable[[str], None] | None = None) -> None:
         self.notify = notify  # the NotifyService, for its delivery counters in /metrics
+        self.remake = remake  # the ThumbService's, for thumbnails found damaged
         self.server: _Server | None = None
         self.catalog: Catalog | None = None
         self.app: App | None = None
@@ -477,7 +489,7 @@ class WebService:
         self.catalog = Catalog.open_readonly(rt.settings.catalog_path)
         n = self.notify
         counts = (lambda: {"sent": n.sent_total, "failed": n.failed_total}) if n is not None and n.urls else None
-        self.app = App(rt.settings, self.catalog, token, counts)
+        self.app = App(rt.settings, self.catalog, token, counts, remake=self.remake)
         app = self.app
         threading.Thread(target=lambda: app.groups(), name="web-warm", daemon=True).start()  # the first view waits less
         rt.supervisor.spawn("web", self._serve_once, rt.stop, interval=0, max_silence=120)

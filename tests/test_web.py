@@ -168,11 +168,11 @@ def test_thumbnails_are_served_only_from_the_thumbnail_folder(filled: tuple[Any,
     h = _video(7, 0).hash
     rel = thumb_rel(h)
     (env.archive / rel).parent.mkdir(parents=True)
-    (env.archive / rel).write_bytes(b"\xff\xd8fake jpeg")
+    (env.archive / rel).write_bytes(b"\xff\xd8\xfffake jpeg\xff\xd9")
     cat.set_thumb(h, rel, None)
     app = _app(s)
     r = app.handle("GET", f"/thumbs/{h[7:]}", LOCAL)
-    assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg" and r.body == b"\xff\xd8fake jpeg"
+    assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg" and r.body == b"\xff\xd8\xfffake jpeg\xff\xd9"
     assert app.handle("GET", "/thumbs/../../etc/passwd", LOCAL).status == 404
     assert app.handle("GET", f"/thumbs/{_video(8, 0).hash[7:]}", LOCAL).status == 404  # none made
     h9 = _video(9, 0).hash
@@ -205,6 +205,24 @@ def test_odd_addresses_get_an_answer_never_a_server_error(filled: tuple[Any, Cat
     r = _app(filled[0]).handle("GET", target, LOCAL)
     assert r.status in (200, 404, 503), (r.status, r.body[:200])
     assert "web request failed" not in capfd.readouterr().err
+
+
+def test_a_damaged_thumbnail_is_not_served_and_the_thumbnailer_is_asked_to_make_it_again(
+    filled: tuple[Any, Catalog], env: Env
+) -> None:
+    s, cat = filled
+    h = _video(7, 0).hash
+    rel = thumb_rel(h)
+    (env.archive / rel).parent.mkdir(parents=True)
+    (env.archive / rel).write_bytes(b"\xff\xd8\xff\xe0 cut short by a full disk")
+    cat.set_thumb(h, rel, None)
+    asked: list[str] = []
+    app = App(s, Catalog.open_readonly(s.catalog_path), remake=asked.append)
+    r = app.handle("GET", f"/thumbs/{h[7:]}", LOCAL)
+    assert r.status == 404 and b"damaged" in r.body
+    assert asked == [h]
+    (env.archive / rel).write_bytes(b"\xff\xd8\xff\xe0 made again \xff\xd9")  # what the thumbnailer does
+    assert app.handle("GET", f"/thumbs/{h[7:]}", LOCAL).status == 200 and asked == [h]
 
 
 def _same_clip(cat: Catalog, a: str, b: str, similarity: float) -> None:
