@@ -382,6 +382,39 @@ def test_pings_around_scrub_and_push_windows_and_a_heartbeat(env: Env, receiver:
     assert "push_reauth" in bodies[3] and "not running" in bodies[4]
 
 
+def test_pings_that_never_arrive_are_told_as_a_problem_without_the_secret_and_cleared_when_they_do(
+    env: Env, receiver: Receiver
+) -> None:
+    from draftsync.notify import PING_ATTEMPTS
+
+    rt = runtime(env, ping_url=receiver.http("/ping/0f6c1a2e-secret-check-uuid-4b1d9e"), heartbeat_seconds=60)
+    svc = NotifyService(clock=Clock())
+    assert svc.attach(rt)
+    receiver.fail_next = PING_ATTEMPTS  # a mistyped UUID: the service answers an error every time
+    svc.heartbeat(first_beat_wait=0)
+    for _ in range(PING_ATTEMPTS):
+        assert rt.problems.get("notify:ping") is None
+        svc.pass_once(wait=0)
+    p = rt.problems.get("notify:ping")
+    assert p is not None and f"127.0.0.1:{receiver.port}" in p.message and "HTTP 500" in p.message
+    assert "0f6c1a2e-secret-check-uuid-4b1d9e" not in p.message
+    svc.heartbeat(first_beat_wait=0)
+    svc.pass_once(wait=0)
+    assert receiver.paths() == ["/ping/0f6c1a2e-secret-check-uuid-4b1d9e/fail"]  # delivered: not running here
+    assert rt.problems.get("notify:ping") is None
+
+
+def test_a_ping_url_no_client_can_send_to_is_a_problem_not_a_failing_loop(env: Env) -> None:
+    rt = runtime(env, ping_url="https://" + "a" * 300 + ".example/ping", heartbeat_seconds=60)
+    svc = NotifyService(clock=Clock())
+    assert svc.attach(rt)
+    svc.heartbeat(first_beat_wait=0)
+    for _ in range(3):
+        svc.pass_once(wait=0)  # raises if the error escapes
+    p = rt.problems.get("notify:ping")
+    assert p is not None and "not delivered" in p.message
+
+
 def test_notify_test_prints_what_each_url_answered_without_secrets(env: Env, receiver: Receiver,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     import socket
