@@ -383,6 +383,8 @@ class NotifyService:
         self.rt = rt
         self.urls = cfg.all_urls()
         self.ping_base = cfg.ping_url.get_secret_value()
+        for key in stale_delivery_problems(rt.problems.active(), self.urls, self.ping_base):
+            rt.problems.resolve(key, "the notification settings changed; looked at afresh")
         if not self.urls and not self.ping_base:
             return False
         host = socket.gethostname()
@@ -665,6 +667,23 @@ def ping_host(url: str) -> str:
 
 # Jobs wrapped in start/success/fail pings, and the problem kinds that mean a run failed.
 WATCHED_JOBS = {"scrub": ("integrity",), "push": ("push_failed", "push_reauth")}
+
+
+def stale_delivery_problems(active: list[Problem], urls: list[str], ping_base: str) -> list[str]:
+    """Keys of "not delivered" problems that no longer describe the configuration (a URL removed, changed
+    or moved in the list; pings turned off or sent elsewhere). Only a delivery to that same URL clears
+    one, so without this it would stand for good after the owner fixed the URL and restarted."""
+    out = []
+    for p in active:
+        if p.kind != "notify":
+            continue
+        where = p.key.removeprefix("notify:")
+        if where == "ping":
+            if not ping_base or f"pings to {ping_host(ping_base)} " not in p.message:
+                out.append(p.key)
+        elif not where.isdigit() or int(where) >= len(urls) or f"to {describe_url(urls[int(where)])} " not in p.message:
+            out.append(p.key)
+    return out
 
 
 def _load_json(raw: str | None) -> dict[str, str]:

@@ -415,6 +415,46 @@ def test_a_ping_url_no_client_can_send_to_is_a_problem_not_a_failing_loop(env: E
     assert p is not None and "not delivered" in p.message
 
 
+_URL_DOWN = Problem("notify:0", "notify", "notifications to json://127.0.0.1:9001/notify are not delivered (refused); "
+                   "draftsync keeps retrying.", "warning")  # fmt: skip
+_PING_DOWN = Problem(
+    "notify:ping", "notify", "pings to http://127.0.0.1:9002 are not delivered (HTTP 404); ...", "warning"
+)
+
+
+@pytest.mark.parametrize(
+    ("urls", "ping", "stale"),
+    [
+        (["json://127.0.0.1:9001/notify"], "http://127.0.0.1:9002/ping/x", []),  # still the same: stands
+        (["json://127.0.0.1:9009/notify"], "http://127.0.0.1:9002/ping/y", ["notify:0"]),  # the URL was fixed
+        (["json://127.0.0.1:9001/notify"], "", ["notify:ping"]),  # pings turned off
+        ([], "http://127.0.0.1:9003/ping/x", ["notify:0", "notify:ping"]),  # URLs removed, pings moved
+        (
+            ["json://x:1/a", "json://127.0.0.1:9001/notify"],
+            "http://127.0.0.1:9002/x",
+            ["notify:0"],
+        ),  # moved in the list
+    ],
+)
+def test_not_delivered_problems_that_no_longer_match_the_settings_are_stale(urls: list[str], ping: str,
+                                                                            stale: list[str]) -> None:  # fmt: skip
+    from draftsync.notify import stale_delivery_problems
+
+    assert stale_delivery_problems([A, _URL_DOWN, _PING_DOWN], urls, ping) == stale
+
+
+def test_a_restart_with_the_url_fixed_clears_its_not_delivered_problem(env: Env, receiver: Receiver) -> None:
+    rt = runtime(env, urls=["json://127.0.0.1:9/notify"], group_seconds=0)
+    svc = NotifyService(clock=Clock())
+    svc.attach(rt)
+    for _ in range(2):
+        svc._url_failed(0, "connection refused")
+    assert rt.problems.get("notify:0") is not None
+    rt2 = runtime(env, urls=[receiver.url()], group_seconds=0)  # the owner fixed the URL and restarted
+    NotifyService(clock=Clock()).attach(rt2)
+    assert rt2.problems.get("notify:0") is None and rt2.catalog.problems() == []
+
+
 def test_notify_test_prints_what_each_url_answered_without_secrets(env: Env, receiver: Receiver,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     import socket
