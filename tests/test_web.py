@@ -410,6 +410,8 @@ def test_healthz_turns_503_and_the_owner_is_told_when_the_archive_bind_mount_goe
         wait_for(lambda: (r := _up(port)) is not None and r.status_code == 503, 30, what="/healthz 503")
         body = get(port, "/healthz").json()
         assert body["healthy"] is False and any("archive" in r for r in body["reasons"])
+        r = env.cli("status", "--check")  # the same verdict for a container HEALTHCHECK
+        assert r.returncode == 1 and r.stdout.startswith("unhealthy: ") and "archive" in r.stdout
         wait_for(lambda: any("archive missing" in m["title"] for m in receiver.messages()), 30, what="told")
         assert list(env.archive.iterdir()) == []  # nothing written onto the bare mount point
         subprocess.run(["mount", "--bind", str(disk), str(env.archive)], check=True)  # plugged back in
