@@ -261,7 +261,7 @@ class Daemon:
         self.services: list[Service] = []
         from draftsync import notify, thumbs, web  # loaded by `run` only: `scan` starts without them
 
-        self.services += [thumbs.ThumbService(), n := notify.NotifyService(), web.WebService(n)]
+        self.services += [t := thumbs.ThumbService(), n := notify.NotifyService(), web.WebService(n, t.remake)]
         self.services.append(OffsiteService())
         self.started = time.time()
         self._flight_lock = threading.Lock()
@@ -622,7 +622,7 @@ class Daemon:
             return
         from draftsync.integrity import scrub
 
-        scrub(self.archive, self.catalog, self.settings.archive.scrub_fraction)
+        scrub(self.archive, self.catalog, self.settings.archive.scrub_fraction, self.problems)
 
     def _add_push_job(self) -> None:
         if self.settings.push.enabled:

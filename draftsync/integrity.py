@@ -12,12 +12,17 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from draftsync import log, names
 from draftsync.archive import SIDECAR_SUFFIX, Archive, record_from_sidecar, sidecar_path
 from draftsync.catalog import Catalog, VideoRecord
 from draftsync.fingerprint import hash_file
+from draftsync.marker import MARKER_NAME
+
+if TYPE_CHECKING:
+    from draftsync.problems import Problems
 
 _log = log.get("draftsync.integrity")
 
@@ -122,8 +127,10 @@ def _placed_recently(archive: Archive, rel: str) -> bool:
         return False
 
 
-def scrub(archive: Archive, catalog: Catalog, fraction: float) -> VerifyReport:
-    """Verify the least recently verified slice of the archive (a fraction of it, at least one)."""
+def scrub(archive: Archive, catalog: Catalog, fraction: float, problems: Problems | None = None,
+          now: Callable[[], float] = time.time) -> VerifyReport:  # fmt: skip
+    """Verify the least recently verified slice of the archive (a fraction of it, at least one), and
+    stand (or clear) the `integrity` problem so the owner is told, not only the log."""
     total = catalog.counts()["videos"]
     n = max(1, int(total * fraction + 0.999)) if total else 0
     report = VerifyReport()
@@ -132,7 +139,36 @@ def scrub(archive: Archive, catalog: Catalog, fraction: float) -> VerifyReport:
     level = "error" if report.problems else "info"
     catalog.log_event(level, "scrub", f"scrub checked {report.checked}, {report.problems} problem(s)")
     getattr(_log, level)("scrub done", **report.to_dict())
+    if problems is not None and not (archive.root / MARKER_NAME).is_file():
+        _log.warning("scrub findings not judged: the archive disk went away during the scrub")
+    elif problems is not None:
+        message = scrub_problem(report, datetime.fromtimestamp(now()).astimezone().strftime("%Y-%m-%d %H:%M"))
+        if message is None:
+            problems.resolve(INTEGRITY, "the scrub found the archive whole again")
+        else:
+            problems.report(INTEGRITY, INTEGRITY, message)
     return report
+
+
+INTEGRITY = "integrity"  # the problem's key and kind
+
+
+def scrub_problem(report: VerifyReport, when: str) -> str | None:
+    """What the owner is told about a scrub's findings (None: nothing wrong).
+
+    A video that failed is not marked verified, so the next scrub looks at it first: a clean scrub means
+    the earlier findings are mended. The time is in the message so that each scrub that still finds
+    problems is a change (its ping fails) while the notification, one per problem, is not repeated."""
+    if not report.problems:
+        return None
+    parts = [(report.missing, "missing"), (report.changed, "changed"), (report.unreadable, "unreadable"),
+             (report.no_sidecar, "without a sidecar"), (report.unknown, "unknown")]  # fmt: skip
+    found = ", ".join(f"{len(xs)} {what}" for xs, what in parts if xs)
+    example = next(xs[0] for xs, _ in parts if xs)
+    return (
+        f"the scrub at {when} found archived videos that are not as archived: {found} (e.g. {example}); "
+        "run `draftsync verify` for the full list and restore them from a backup or the phone"
+    )
 
 
 @dataclass

@@ -363,6 +363,7 @@ class NotifyService:
         self._runs: dict[str, tuple[str, float]] = {}  # job id -> (rid, started)
         self._raised_at: list[tuple[float, str]] = []  # (when, kind) of problems raised, for job outcomes
         self._fails: dict[int, int] = {}  # url index -> consecutive failed attempts
+        self._ping_failing = False  # the last ping was given up
         self.urls: list[str] = []
         self.outbox: Outbox | None = None
         self.rt: Runtime | None = None
@@ -382,6 +383,8 @@ class NotifyService:
         self.rt = rt
         self.urls = cfg.all_urls()
         self.ping_base = cfg.ping_url.get_secret_value()
+        for key in stale_delivery_problems(rt.problems.active(), self.urls, self.ping_base):
+            rt.problems.resolve(key, "the notification settings changed; looked at afresh")
         if not self.urls and not self.ping_base:
             return False
         host = socket.gethostname()
@@ -616,19 +619,71 @@ class NotifyService:
                 r = httpx.post(p.url, content=p.body.encode()[:10_000], timeout=10.0)
                 ok = r.status_code < 400
                 answer = f"HTTP {r.status_code}"
-            except httpx.HTTPError as e:
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:  # ValueError: a host IDNA cannot encode
                 ok, answer = False, type(e).__name__
-            if not ok:
-                p.attempts += 1
-                _log.warning("ping not delivered", answer=answer, attempts=p.attempts)
-                if p.attempts < 3:
-                    with self._lock:
-                        self._pings.appendleft(p)
-                return  # try the rest on the next pass
+            if ok:
+                self._ping_ok()
+                continue
+            p.attempts += 1
+            _log.warning("ping not delivered", answer=answer, attempts=p.attempts)
+            if p.attempts < PING_ATTEMPTS:
+                with self._lock:
+                    self._pings.appendleft(p)
+            else:
+                self._ping_given_up(answer)
+            return  # try the rest on the next pass
+
+    def _ping_ok(self) -> None:
+        if self._ping_failing and self.rt is not None:
+            self.rt.problems.resolve(PING_KEY)
+        self._ping_failing = False
+
+    def _ping_given_up(self, answer: str) -> None:
+        """A ping that never arrives is silent twice over: the monitoring service may never have heard of
+        this check (a mistyped URL), so it will not alert either. Tell the owner here."""
+        self._ping_failing = True
+        if self.rt is not None:
+            self.rt.problems.report(
+                PING_KEY, "notify",
+                f"pings to {ping_host(self.ping_base)} are not delivered ({answer}); the monitoring service does not "
+                "hear from draftsync. Check [notify] ping_url.", severity="warning",
+            )  # fmt: skip
+
+
+PING_ATTEMPTS = 3  # tries of one ping, one per sender pass; then it is given up and the owner told
+PING_KEY = "notify:ping"
+
+
+def ping_host(url: str) -> str:
+    """Where pings go, without the path (the check's UUID or ping key is the secret)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return log.scrub(f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else ""))
+    except ValueError:
+        return "the ping URL"
 
 
 # Jobs wrapped in start/success/fail pings, and the problem kinds that mean a run failed.
 WATCHED_JOBS = {"scrub": ("integrity",), "push": ("push_failed", "push_reauth")}
+
+
+def stale_delivery_problems(active: list[Problem], urls: list[str], ping_base: str) -> list[str]:
+    """Keys of "not delivered" problems that no longer describe the configuration (a URL removed, changed
+    or moved in the list; pings turned off or sent elsewhere). Only a delivery to that same URL clears
+    one, so without this it would stand for good after the owner fixed the URL and restarted."""
+    out = []
+    for p in active:
+        if p.kind != "notify":
+            continue
+        where = p.key.removeprefix("notify:")
+        if where == "ping":
+            if not ping_base or f"pings to {ping_host(ping_base)} " not in p.message:
+                out.append(p.key)
+        elif not where.isdigit() or int(where) >= len(urls) or f"to {describe_url(urls[int(where)])} " not in p.message:
+            out.append(p.key)
+    return out
 
 
 def _load_json(raw: str | None) -> dict[str, str]:

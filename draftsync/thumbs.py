@@ -139,6 +139,25 @@ def encode(rgb: Any, fmt: str) -> bytes:
     return data
 
 
+def looks_whole(data: bytes, suffix: str) -> bool:
+    """Is this a complete picture of its kind? A JPEG opens with SOI and ends with EOI; a WebP is a RIFF
+    whose stated length is the file's. Enough to catch a truncated or overwritten thumbnail without
+    decoding it on every request."""
+    if suffix == ".jpg":
+        return len(data) > 4 and data[:3] == b"\xff\xd8\xff" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+    if suffix == ".webp":
+        return (len(data) > 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+                and int.from_bytes(data[4:8], "little") + 8 == len(data))  # fmt: skip
+    return False
+
+
+def _whole_file(path: Path) -> bool:
+    try:
+        return looks_whole(path.read_bytes(), path.suffix)
+    except OSError:
+        return False
+
+
 def archive_present(root: Path) -> bool:
     """Only a marked archive is written to: an unmounted disk leaves an empty (or missing) mount point,
     and metadata written there would be on the wrong disk."""
@@ -208,7 +227,7 @@ class Thumbnailer:
             if self.should_stop():
                 break
             known = self.catalog.thumb(v.hash)
-            found = next((r for r in _candidates(v.hash, known) if (self.archive.root / r).is_file()), None)
+            found = next((r for r in _candidates(v.hash, known) if _whole_file(self.archive.root / r)), None)
             if found is not None:
                 if known != (found, None):
                     self.catalog.set_thumb(v.hash, found, None)
@@ -245,6 +264,26 @@ class ThumbService:
         self.wake = threading.Event()
         self.idle = threading.Event()  # set while the loop sleeps with nothing to do
         self.maker: Thumbnailer | None = None
+        self._damaged: set[str] = set()  # hashes whose thumbnail file the page found damaged
+        self._lock = threading.Lock()
+
+    def remake(self, hash: str) -> None:
+        """Called by the status page (which cannot write) when a thumbnail file is damaged: this loop,
+        which may, makes it again. Bounded: a page full of damaged pictures waits for the next views."""
+        with self._lock:
+            if len(self._damaged) < 500:
+                self._damaged.add(hash)
+        self.wake.set()
+
+    def _remake_damaged(self) -> int:
+        assert self.maker is not None
+        with self._lock:
+            todo, self._damaged = self._damaged, set()
+        for h in todo:
+            v = self.maker.catalog.video(h)
+            if v is not None and self.maker.make(v) is not None:
+                _log.info("damaged thumbnail made again", archive_path=v.archive_path)
+        return len(todo)
 
     def start(self, rt: Runtime) -> None:
         if not rt.settings.web.thumbnails:
@@ -255,7 +294,7 @@ class ThumbService:
 
         def once() -> None:
             assert self.maker is not None
-            if self.maker.backfill(20) == 0:
+            if self._remake_damaged() + self.maker.backfill(20) == 0:
                 self.idle.set()
                 self.wake.wait(60.0)  # nothing to do: sleep until a video is archived (or a minute passes)
                 self.idle.clear()

@@ -120,8 +120,10 @@ def push_queue(settings: Settings, catalog: Catalog, now: float, limit: int = QU
 class App:
     def __init__(self, settings: Settings, catalog: Catalog, token: str = "",
                  notifications: Callable[[], dict[str, int]] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time, remake: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.settings = settings
+        self.remake = remake  # asks the thumbnailer to make a damaged thumbnail again (the page cannot write)
+        self._damaged_told: set[str] = set()
         self.catalog = catalog  # read-only
         self.token = token
         self.clock = clock
@@ -202,7 +204,7 @@ class App:
         return Response(200, body, {"Content-Type": ctype, "Cache-Control": "no-store"})
 
     def thumbnail(self, name: str) -> Response:
-        from draftsync.thumbs import MEDIA_TYPE, THUMB_DIR
+        from draftsync.thumbs import MEDIA_TYPE, THUMB_DIR, looks_whole
 
         if not _HEX.match(name):
             return Response.text(404, "not found\n")
@@ -218,6 +220,15 @@ class App:
             return Response.text(404, "thumbnail file missing\n")
         with os.fdopen(fd, "rb") as f:
             data = f.read(4 * 1024 * 1024)
+        if not looks_whole(data, Path(known[0]).suffix):
+            # A broken picture would show as a broken image for good (and reindex kept it); tell the daemon's
+            # thumbnailer, which can write, and answer as for one not made yet.
+            if name not in self._damaged_told:
+                self._damaged_told.add(name)
+                _log.warning("damaged thumbnail; it is made again", thumbnail=known[0])
+            if self.remake is not None:
+                self.remake("blake3:" + name)
+            return Response.text(404, "thumbnail damaged; it is being made again\n")
         return Response(200, data, {"Content-Type": MEDIA_TYPE.get(Path(known[0]).suffix, "application/octet-stream"),
                                     "Cache-Control": "private, max-age=86400, immutable"})  # fmt: skip
 
@@ -262,11 +273,12 @@ class App:
         }  # fmt: skip
 
     def dupes_data(self, page: str) -> dict[str, Any]:
-        n = int(page) if page.isdigit() and int(page) > 0 else 1
         per = 20
         gs = self.groups()
+        pages = max(1, (len(gs) + per - 1) // per)
+        n = page_number(page, pages)
         return {"title": f"near-duplicates on {self.host}", "groups": self.with_thumbs(gs[(n - 1) * per : n * per]), "page": n,
-                "pages": max(1, (len(gs) + per - 1) // per), "total": len(gs)}  # fmt: skip
+                "pages": pages, "total": len(gs)}  # fmt: skip
 
     def with_thumbs(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The shown groups' members with their thumbnails as of now (the groups themselves may be cached)."""
@@ -335,6 +347,15 @@ class App:
             env.filters.update(size=_size, when=_when, ago=_ago, duration=_duration)
             self._env = env
         return self._env
+
+
+def page_number(text: str, pages: int) -> int:
+    """A `?page=` as typed or tampered with: a number from 1 to `pages`, never an error (a 5,000-digit
+    number is beyond what int() converts, and a page past the end shows the last one)."""
+    t = text.strip()
+    if not t.isascii() or not t.isdigit() or len(t) > 9:
+        return pages if t.isascii() and t.isdigit() else 1
+    return min(max(1, int(t)), pages)
 
 
 def _card(v: VideoRecord, rel: str | None, err: str | None) -> dict[str, Any]:
@@ -440,8 +461,9 @@ class WebService:
 
     name = "web"
 
-    def __init__(self, notify: Any = None) -> None:
+    def __init__(self, notify: Any = None, remake: Callable[[str], None] | None = None) -> None:
         self.notify = notify  # the NotifyService, for its delivery counters in /metrics
+        self.remake = remake  # the ThumbService's, for thumbnails found damaged
         self.server: _Server | None = None
         self.catalog: Catalog | None = None
         self.app: App | None = None
@@ -467,7 +489,7 @@ class WebService:
         self.catalog = Catalog.open_readonly(rt.settings.catalog_path)
         n = self.notify
         counts = (lambda: {"sent": n.sent_total, "failed": n.failed_total}) if n is not None and n.urls else None
-        self.app = App(rt.settings, self.catalog, token, counts)
+        self.app = App(rt.settings, self.catalog, token, counts, remake=self.remake)
         app = self.app
         threading.Thread(target=lambda: app.groups(), name="web-warm", daemon=True).start()  # the first view waits less
         rt.supervisor.spawn("web", self._serve_once, rt.stop, interval=0, max_silence=120)

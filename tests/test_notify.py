@@ -5,6 +5,7 @@ The decisions are table tests on the pure Outbox; delivery goes to a real Appris
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -315,6 +316,48 @@ def test_the_weekly_digest_carries_thumbnails_where_the_service_takes_attachment
     assert len(m["attachments"]) == 2 and all(a["mimetype"] == "image/jpeg" for a in m["attachments"])
 
 
+def test_a_scrub_that_finds_a_damaged_video_is_told_once_and_again_when_it_is_mended(env: Env,
+                                                                                    receiver: Receiver) -> None:  # fmt: skip
+    from draftsync.ingest import Ingestor
+    from draftsync.integrity import scrub
+
+    rt = runtime(env, urls=[receiver.url()], group_seconds=0)
+    ing = Ingestor(rt.settings, rt.catalog, rt.archive)
+    for i in range(2):
+        assert ing.ingest(str(make_video(env.inbox / f"v{i}.mp4", seed=320 + i)), str(env.inbox)).kind == "archived"
+    svc = NotifyService()
+    assert svc.attach(rt)
+    video = env.archived_videos()[0]
+    good = video.read_bytes()
+    video.write_bytes(good[:-100] + bytes(100))  # bit rot at the end of the file
+    for _ in range(2):  # found by two scrubs in a row: still one message
+        assert scrub(rt.archive, rt.catalog, 1.0, rt.problems).problems == 1
+        svc.pass_once(wait=0)
+    p = rt.problems.get("integrity")
+    assert p is not None and "1 changed" in p.message and video.name in p.message
+    (m,) = receiver.messages()
+    assert "archive integrity" in m["title"] and video.name in m["message"] and m["type"] == "failure"
+    video.write_bytes(good)  # restored from a backup
+    assert scrub(rt.archive, rt.catalog, 0.5, rt.problems).problems == 0  # the damaged one is looked at first
+    svc.pass_once(wait=0)
+    assert rt.problems.get("integrity") is None
+    assert [x["type"] for x in receiver.messages()] == ["failure", "success"]
+    assert "resolved" in receiver.messages()[1]["title"]
+
+
+def test_a_scrub_that_loses_the_archive_disk_midway_does_not_cry_bit_rot(env: Env) -> None:
+    from draftsync.ingest import Ingestor
+    from draftsync.integrity import scrub
+
+    rt = runtime(env)
+    assert Ingestor(rt.settings, rt.catalog, rt.archive).ingest(
+        str(make_video(env.inbox / "v.mp4", seed=330)), str(env.inbox)).kind == "archived"  # fmt: skip
+    shutil.rmtree(env.archive)
+    env.archive.mkdir()  # the disk is gone mid-scrub: its bare mount point, no marker, no videos
+    assert scrub(rt.archive, rt.catalog, 1.0, rt.problems).missing
+    assert rt.problems.get("integrity") is None
+
+
 def test_pings_around_scrub_and_push_windows_and_a_heartbeat(env: Env, receiver: Receiver) -> None:
     from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED, JobExecutionEvent, JobSubmissionEvent
 
@@ -337,6 +380,79 @@ def test_pings_around_scrub_and_push_windows_and_a_heartbeat(env: Env, receiver:
                                 "/ping/heartbeat/fail"]  # fmt: skip
     bodies = [r.body.decode() for r in receiver.got]
     assert "push_reauth" in bodies[3] and "not running" in bodies[4]
+
+
+def test_pings_that_never_arrive_are_told_as_a_problem_without_the_secret_and_cleared_when_they_do(
+    env: Env, receiver: Receiver
+) -> None:
+    from draftsync.notify import PING_ATTEMPTS
+
+    rt = runtime(env, ping_url=receiver.http("/ping/0f6c1a2e-secret-check-uuid-4b1d9e"), heartbeat_seconds=60)
+    svc = NotifyService(clock=Clock())
+    assert svc.attach(rt)
+    receiver.fail_next = PING_ATTEMPTS  # a mistyped UUID: the service answers an error every time
+    svc.heartbeat(first_beat_wait=0)
+    for _ in range(PING_ATTEMPTS):
+        assert rt.problems.get("notify:ping") is None
+        svc.pass_once(wait=0)
+    p = rt.problems.get("notify:ping")
+    assert p is not None and f"127.0.0.1:{receiver.port}" in p.message and "HTTP 500" in p.message
+    assert "0f6c1a2e-secret-check-uuid-4b1d9e" not in p.message
+    svc.heartbeat(first_beat_wait=0)
+    svc.pass_once(wait=0)
+    assert receiver.paths() == ["/ping/0f6c1a2e-secret-check-uuid-4b1d9e/fail"]  # delivered: not running here
+    assert rt.problems.get("notify:ping") is None
+
+
+def test_a_ping_url_no_client_can_send_to_is_a_problem_not_a_failing_loop(env: Env) -> None:
+    rt = runtime(env, ping_url="https://" + "a" * 300 + ".example/ping", heartbeat_seconds=60)
+    svc = NotifyService(clock=Clock())
+    assert svc.attach(rt)
+    svc.heartbeat(first_beat_wait=0)
+    for _ in range(3):
+        svc.pass_once(wait=0)  # raises if the error escapes
+    p = rt.problems.get("notify:ping")
+    assert p is not None and "not delivered" in p.message
+
+
+_URL_DOWN = Problem("notify:0", "notify", "notifications to json://127.0.0.1:9001/notify are not delivered (refused); "
+                   "draftsync keeps retrying.", "warning")  # fmt: skip
+_PING_DOWN = Problem(
+    "notify:ping", "notify", "pings to http://127.0.0.1:9002 are not delivered (HTTP 404); ...", "warning"
+)
+
+
+@pytest.mark.parametrize(
+    ("urls", "ping", "stale"),
+    [
+        (["json://127.0.0.1:9001/notify"], "http://127.0.0.1:9002/ping/x", []),  # still the same: stands
+        (["json://127.0.0.1:9009/notify"], "http://127.0.0.1:9002/ping/y", ["notify:0"]),  # the URL was fixed
+        (["json://127.0.0.1:9001/notify"], "", ["notify:ping"]),  # pings turned off
+        ([], "http://127.0.0.1:9003/ping/x", ["notify:0", "notify:ping"]),  # URLs removed, pings moved
+        (
+            ["json://x:1/a", "json://127.0.0.1:9001/notify"],
+            "http://127.0.0.1:9002/x",
+            ["notify:0"],
+        ),  # moved in the list
+    ],
+)
+def test_not_delivered_problems_that_no_longer_match_the_settings_are_stale(urls: list[str], ping: str,
+                                                                            stale: list[str]) -> None:  # fmt: skip
+    from draftsync.notify import stale_delivery_problems
+
+    assert stale_delivery_problems([A, _URL_DOWN, _PING_DOWN], urls, ping) == stale
+
+
+def test_a_restart_with_the_url_fixed_clears_its_not_delivered_problem(env: Env, receiver: Receiver) -> None:
+    rt = runtime(env, urls=["json://127.0.0.1:9/notify"], group_seconds=0)
+    svc = NotifyService(clock=Clock())
+    svc.attach(rt)
+    for _ in range(2):
+        svc._url_failed(0, "connection refused")
+    assert rt.problems.get("notify:0") is not None
+    rt2 = runtime(env, urls=[receiver.url()], group_seconds=0)  # the owner fixed the URL and restarted
+    NotifyService(clock=Clock()).attach(rt2)
+    assert rt2.problems.get("notify:0") is None and rt2.catalog.problems() == []
 
 
 def test_notify_test_prints_what_each_url_answered_without_secrets(env: Env, receiver: Receiver,

@@ -13,7 +13,7 @@ from draftsync.archive import Archive
 from draftsync.catalog import Catalog
 from draftsync.config import load
 from draftsync.ingest import Ingestor
-from draftsync.thumbs import MISSING, THUMB_DIR, Thumbnailer, fit, render, thumb_rel
+from draftsync.thumbs import MISSING, SUFFIX, THUMB_DIR, Thumbnailer, fit, looks_whole, render, thumb_rel
 from tests.conftest import Env, make_video
 
 
@@ -56,6 +56,17 @@ def test_a_rotated_phone_video_gives_an_upright_scaled_picture(tmp_path: Path, f
     assert data[:2] == b"\xff\xd8" if fmt == "jpeg" else data[:4] == b"RIFF"
     w, h, _ = _size_of(data, tmp_path / f"t.{fmt}")
     assert (w, h) == (180, 320)  # stored 640x360 landscape, shown portrait
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp"])
+def test_a_made_thumbnail_looks_whole_and_a_damaged_one_does_not(tmp_path: Path, fmt: str) -> None:
+    data = render(make_video(tmp_path / "v.mp4", seconds=1, size=(320, 240)), fmt)
+    suffix = SUFFIX[fmt]
+    assert looks_whole(data, suffix)
+    assert not looks_whole(data[: len(data) // 2], suffix)  # cut short (a full disk, a crash)
+    assert not looks_whole(b"garbage", suffix) and not looks_whole(b"", suffix)
+    assert not looks_whole(bytes(len(data)), suffix)  # zeroed
+    assert not looks_whole(data, ".webp" if fmt == "jpeg" else ".jpg")  # another kind than its name says
 
 
 def _black_then_texture(path: Path, seconds: float = 2.0, fps: int = 30) -> Path:
@@ -176,7 +187,22 @@ def test_reindex_brings_back_missing_thumbnails(env: Env, archived: tuple[Catalo
     assert all(sc.get("thumbnail", "").startswith(THUMB_DIR) for sc in env.sidecars())
 
 
-def test_the_service_makes_a_thumbnail_when_a_video_is_archived(env: Env) -> None:
+def test_reindex_makes_a_damaged_thumbnail_again(env: Env, archived: tuple[Catalog, Archive, list[str]],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from draftsync.cli import _reindex
+
+    cat, arc, hashes = archived
+    Thumbnailer(cat, arc).backfill()
+    cat.close()
+    damaged = env.archive / thumb_rel(hashes[0])
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    s, _ = load(str(env.config))
+    assert _reindex(s) == 0
+    assert "thumbnails: 2 in place, 1 made anew" in capsys.readouterr().out
+    assert looks_whole(damaged.read_bytes(), ".jpg")
+
+
+def test_the_service_makes_a_thumbnail_when_a_video_is_archived_and_again_when_damaged(env: Env) -> None:
     import threading
     from datetime import UTC
 
@@ -201,7 +227,13 @@ def test_the_service_makes_a_thumbnail_when_a_video_is_archived(env: Env) -> Non
         assert v is not None
         rt.archived(v)  # what the daemon calls after each archived video
         wait_for(lambda: cat.thumb(v.hash) == (thumb_rel(v.hash), None), 20, what="the thumbnail")
-        assert (env.archive / thumb_rel(v.hash)).is_file()
+        pic = env.archive / thumb_rel(v.hash)
+        assert pic.is_file()
+        # The status page found it damaged (it cannot write): the loop makes it again.
+        wait_for(svc.idle.is_set, 20, what="the loop asleep again")
+        pic.write_bytes(b"\xff\xd8\xff garbage")
+        svc.remake(v.hash)
+        wait_for(lambda: looks_whole(pic.read_bytes(), ".jpg"), 20, what="the thumbnail made again")
         assert not rt.supervisor.dead()
     finally:
         rt.stop.set()

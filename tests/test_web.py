@@ -22,7 +22,7 @@ from draftsync.config import is_loopback, load, parse_listen
 from draftsync.lock import StateLock
 from draftsync.problems import Problems
 from draftsync.thumbs import thumb_rel
-from draftsync.web import App, push_queue
+from draftsync.web import App, page_number, push_queue
 from tests.conftest import DaemonProc, Env, make_video, wait_for
 from tests.receiver import Receiver, start_receiver
 
@@ -168,11 +168,11 @@ def test_thumbnails_are_served_only_from_the_thumbnail_folder(filled: tuple[Any,
     h = _video(7, 0).hash
     rel = thumb_rel(h)
     (env.archive / rel).parent.mkdir(parents=True)
-    (env.archive / rel).write_bytes(b"\xff\xd8fake jpeg")
+    (env.archive / rel).write_bytes(b"\xff\xd8\xfffake jpeg\xff\xd9")
     cat.set_thumb(h, rel, None)
     app = _app(s)
     r = app.handle("GET", f"/thumbs/{h[7:]}", LOCAL)
-    assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg" and r.body == b"\xff\xd8fake jpeg"
+    assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg" and r.body == b"\xff\xd8\xfffake jpeg\xff\xd9"
     assert app.handle("GET", "/thumbs/../../etc/passwd", LOCAL).status == 404
     assert app.handle("GET", f"/thumbs/{_video(8, 0).hash[7:]}", LOCAL).status == 404  # none made
     h9 = _video(9, 0).hash
@@ -182,6 +182,47 @@ def test_thumbnails_are_served_only_from_the_thumbnail_folder(filled: tuple[Any,
     assert app.handle("GET", f"/thumbs/{h9[7:]}", LOCAL).status == 404  # never follows a link out
     cat.set_thumb(h9, "../../etc/passwd", None)  # a hand-edited catalog
     assert app.handle("GET", f"/thumbs/{h9[7:]}", LOCAL).status == 404
+
+
+@pytest.mark.parametrize(
+    ("text", "pages", "want"),
+    [("1", 3, 1), ("2", 3, 2), ("", 3, 1), ("0", 3, 1), ("-1", 3, 1), ("abc", 3, 1), ("2.5", 3, 1), ("²", 3, 1),
+     ("99", 3, 3), ("9" * 5000, 3, 3), (" 2 ", 3, 2), ("7", 1, 1)],
+)  # fmt: skip
+def test_page_numbers_as_typed_or_tampered_with(text: str, pages: int, want: int) -> None:
+    assert page_number(text, pages) == want
+
+
+ODD = ["/dupes?page=" + "9" * 5000, "/dupes?page=-3", "/dupes?page=%C2%B2", "/?before=" + "9" * 5000 + "_" + "a" * 64,
+       "/?before=1e999_" + "a" * 64, "/?before=%ZZ&x=%00&before=", "/?" + "&".join(f"k{i}=v" for i in range(2000)),
+       "/thumbs/" + "A" * 64, "/thumbs/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/thumbs/", "//etc/passwd",
+       "/static/../web.py", "/healthz/", "/%00", "/metrics?name[]=x"]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ODD, ids=lambda t: t[:40])
+def test_odd_addresses_get_an_answer_never_a_server_error(filled: tuple[Any, Catalog], target: str,
+                                                          capfd: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    r = _app(filled[0]).handle("GET", target, LOCAL)
+    assert r.status in (200, 404, 503), (r.status, r.body[:200])
+    assert "web request failed" not in capfd.readouterr().err
+
+
+def test_a_damaged_thumbnail_is_not_served_and_the_thumbnailer_is_asked_to_make_it_again(
+    filled: tuple[Any, Catalog], env: Env
+) -> None:
+    s, cat = filled
+    h = _video(7, 0).hash
+    rel = thumb_rel(h)
+    (env.archive / rel).parent.mkdir(parents=True)
+    (env.archive / rel).write_bytes(b"\xff\xd8\xff\xe0 cut short by a full disk")
+    cat.set_thumb(h, rel, None)
+    asked: list[str] = []
+    app = App(s, Catalog.open_readonly(s.catalog_path), remake=asked.append)
+    r = app.handle("GET", f"/thumbs/{h[7:]}", LOCAL)
+    assert r.status == 404 and b"damaged" in r.body
+    assert asked == [h]
+    (env.archive / rel).write_bytes(b"\xff\xd8\xff\xe0 made again \xff\xd9")  # what the thumbnailer does
+    assert app.handle("GET", f"/thumbs/{h[7:]}", LOCAL).status == 200 and asked == [h]
 
 
 def _same_clip(cat: Catalog, a: str, b: str, similarity: float) -> None:
@@ -369,6 +410,8 @@ def test_healthz_turns_503_and_the_owner_is_told_when_the_archive_bind_mount_goe
         wait_for(lambda: (r := _up(port)) is not None and r.status_code == 503, 30, what="/healthz 503")
         body = get(port, "/healthz").json()
         assert body["healthy"] is False and any("archive" in r for r in body["reasons"])
+        r = env.cli("status", "--check")  # the same verdict for a container HEALTHCHECK
+        assert r.returncode == 1 and r.stdout.startswith("unhealthy: ") and "archive" in r.stdout
         wait_for(lambda: any("archive missing" in m["title"] for m in receiver.messages()), 30, what="told")
         assert list(env.archive.iterdir()) == []  # nothing written onto the bare mount point
         subprocess.run(["mount", "--bind", str(disk), str(env.archive)], check=True)  # plugged back in
