@@ -151,6 +151,9 @@ class Proxy:
 
     def down(self) -> None:
         if self.listener is not None:
+            # shutdown first: close() alone leaves the socket listening while accept() blocks on it.
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)
             self.listener.close()
             self.listener = None
         for c in self.conns:
@@ -249,6 +252,42 @@ def test_whole_flow_through_a_stopped_server_then_verify_restore_and_reindex(
     code, out, _ = run(env, "offsite", "verify", "--json")
     assert code == 1 and json.loads(out)["changed"][0].startswith(key)
     assert any(p["kind"] == "offsite" and key in p["message"] for p in status(env)["problems"])
+
+
+def test_offsite_sync_copies_at_once_what_waits_out_a_backoff_and_says_why_when_it_cannot(
+    off: Off, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from draftsync.offsite import cli as offsite_cli
+    from draftsync.offsite.plan import Outcome, step
+
+    env = off.env
+    make_video(env.inbox / "VID_1.mp4", seed=75)
+    scan(env)
+    off.configure(endpoint_url=proxy.endpoint)
+    monkeypatch.setattr(offsite_cli, "RETRIES", (0.0,))
+    # The video is waiting out a backoff, as after a network error in the daemon's last pass.
+    settings, _ = load(str(env.config))
+    catalog = Catalog(settings.catalog_path)
+    try:
+        catalog.offsite_retarget(f"{proxy.endpoint}|{off.bucket}|{off.prefix}/")
+        catalog.offsite_add_missing()
+        ((h, row),) = [(r["hash"], r) for r in catalog.offsite_rows()]
+        st = step(row["attempts"], Outcome.TRANSIENT, time.time(), "connection reset")
+        catalog.offsite_update(h, state=st.state, attempts=st.attempts, reason=st.reason, next_try=st.next_try)
+    finally:
+        catalog.close()
+
+    code, out, err = run(env, "offsite", "sync")  # the server is down: the sync says so, the backlog stays
+    assert code == 1 and "1 left to copy" in out, out + err
+    assert f"draftsync: checking the bucket on s3://{off.bucket} at {proxy.endpoint} failed" in err
+    assert status(env)["offsite"]["backlog"] == 1
+
+    proxy.up()  # the server is back: the owner's sync does not wait for the backoff to run out
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "1 copied" in out and "nothing left to copy" in out, out + err
+    assert len(off.objects()) == 2
 
 
 # --- crash in the middle of a multipart upload ------------------------------------------------------

@@ -199,14 +199,17 @@ class Uploader:
         self._reachable()
         return True
 
-    def drain(self, *, retry_failed: bool = False, progress: Progress | None = None) -> PassReport:
-        """Copy every due video (and, if asked, the failed ones again); return what happened."""
+    def drain(self, *, retry_failed: bool = False, now: bool = False, progress: Progress | None = None) -> PassReport:
+        """Copy every due video (and, if asked, the failed ones again); return what happened.
+
+        `now` ignores the backoffs: `offsite sync` is the owner asking for the backlog at once, and a video
+        still waiting out a backoff must not make it end with work left and nothing said."""
         self._report = report = PassReport()
         self._halt = None
         self.progress = progress
         self.prepare()
         states = ("pending", "uploading", "failed") if retry_failed else ("pending", "uploading")
-        if not self.catalog.offsite_due(self.clock(), states, 1):
+        if not self.catalog.offsite_due(float("inf") if now else self.clock(), states, 1):
             report.left = self._left()
             return report  # nothing to do: not even a request
         if not self.check():
