@@ -465,6 +465,42 @@ def test_scrub_heals_vanished_objects_reports_changed_ones_and_restore_refuses_t
     assert code == 0 and "4 left out" in out  # the stray object has no sidecar to tell its label
 
 
+def test_a_sidecar_object_changed_behind_draftsyncs_back_is_found_by_verify(off: Off) -> None:
+    env = off.env
+    for i in range(2):
+        make_video(env.inbox / f"VID_{i}.mp4", seed=95 + i)
+    scan(env)
+    assert run(env, "offsite", "sync")[0] == 0
+    a, b = env.archived_videos()
+    ka, kb = off.key_of(a) + ".json", off.key_of(b) + ".json"
+    # One replaced by another tool (no draftsync metadata); one forged with the right metadata copied over.
+    off.client.put_object(Bucket=off.bucket, Key=ka, Body=b'{"hash": "blake3:00"}')
+    meta = off.client.head_object(Bucket=off.bucket, Key=kb)["Metadata"]
+    forged = json.loads(off.get(kb)) | {"label": "someone-else", "hash": "blake3:00"}
+    off.client.put_object(Bucket=off.bucket, Key=kb, Body=json.dumps(forged).encode(), Metadata=meta)
+
+    code, out, err = run(env, "offsite", "verify")
+    assert code == 1 and f"changed: {ka}: it describes no video" in out and "1 problem(s)" in out, out + err
+    code, out, err = run(env, "offsite", "verify", "--deep", "--json")
+    assert code == 1, out + err
+    changed = json.loads(out)["changed"]
+    assert [c.split(": ")[0] for c in changed] == sorted([ka, kb])
+    assert any(c.startswith(f"{kb}: its content hashes to") for c in changed)
+    (p,) = [p for p in status(env)["problems"] if p["key"] == "offsite:check"]
+    assert "offsite verify" in p["message"]
+
+    # The owner moves them away as told: verify finds them missing, sync copies them again, all clean.
+    off.client.delete_objects(Bucket=off.bucket, Delete={"Objects": [{"Key": ka}, {"Key": kb}]})
+    code, out, _ = run(env, "offsite", "verify")
+    assert code == 1 and f"missing: {ka}" in out and f"missing: {kb}" in out
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "2 already in the bucket" in out, out + err
+    code, out, err = run(env, "offsite", "verify", "--deep")
+    assert code == 0 and "0 problem(s)" in out, out + err
+    assert json.loads(off.get(kb))["hash"] == b3(b)
+    assert not [p for p in status(env)["problems"] if p["kind"] == "offsite"]
+
+
 def test_put_is_conditional_at_the_store(off: Off) -> None:
     from draftsync.config import OffsiteConfig
     from draftsync.offsite.plan import Kind

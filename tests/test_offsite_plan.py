@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from draftsync.config import Settings, parse_rate
-from draftsync.offsite.check import choose_sample
+from draftsync.offsite.check import choose_sample, sidecar_problem
 from draftsync.offsite.plan import (
     MIB,
     Kind,
@@ -174,6 +174,24 @@ def test_sample_is_a_fraction_with_at_least_one() -> None:
     assert len(choose_sample(hs, 0.25, rng)) == 3
     assert len(choose_sample(hs, 0.01, rng)) == 1
     assert choose_sample(hs, 1.0, rng) == set(hs) and choose_sample([], 0.5, rng) == set()
+
+
+@pytest.mark.parametrize(
+    "meta_video, meta_blake3, content, described, says",
+    [
+        ("blake3:v", "blake3:s", None, None, ""),  # HEAD only: the metadata names the video
+        ("blake3:v", "blake3:s", "blake3:s", "blake3:v", ""),  # downloaded: content and JSON agree
+        (None, None, None, None, "it describes no video (it has no draftsync metadata), not blake3:v"),
+        ("blake3:w", "blake3:s", None, None, "it describes blake3:w, not blake3:v"),
+        ("blake3:v", "blake3:s", "blake3:x", "blake3:v", "its content hashes to blake3:x, its metadata says blake3:s"),
+        ("blake3:v", "blake3:s", "blake3:s", "blake3:w", "its JSON names blake3:w, not blake3:v"),
+        ("blake3:v", "blake3:s", "blake3:s", "", "its JSON names no hash, not blake3:v"),
+    ],
+)
+def test_what_is_wrong_with_a_sidecar_object(
+    meta_video: str | None, meta_blake3: str | None, content: str | None, described: str | None, says: str
+) -> None:
+    assert sidecar_problem("blake3:v", meta_video, meta_blake3, content, described) == says
 
 
 def test_status_counts_backlog_and_bytes_left() -> None:
