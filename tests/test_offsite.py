@@ -417,6 +417,36 @@ def test_a_missing_bucket_is_reported_and_never_created(off: Off) -> None:
     assert code == 1 and "does not exist" in err
 
 
+def test_revoked_credentials_with_nothing_to_copy_are_found_by_the_scrub_and_cleared_when_fixed(off: Off) -> None:
+    from draftsync.archive import Archive
+    from draftsync.offsite.check import scrub
+    from draftsync.offsite.store import S3Store
+    from draftsync.offsite.upload import Uploader
+
+    env = off.env
+    make_video(env.inbox / "VID_1.mp4", seed=85)
+    scan(env)
+    assert run(env, "offsite", "sync")[0] == 0  # all copied: the uploader has no reason to ask the bucket
+    off.secret_file.write_text("revoked\n")
+    settings, _ = load(str(env.config))
+    catalog = Catalog(settings.catalog_path)
+    problems = Problems(catalog)
+    try:
+        assert scrub(settings, catalog, S3Store(settings.offsite), problems=problems) is None
+        (p,) = problems.active()
+        assert p.key == "offsite:access" and "refused draftsync's credentials" in p.message
+        assert "revoked" not in p.message
+
+        # The daemon's next pass probes the standing pause although nothing waits, and lifts it once the key works.
+        up = Uploader(settings, catalog, Archive(settings.archive.root, settings.archive.layout), problems=problems)
+        assert up.drain().paused is not None and problems.get("offsite:access") is not None
+        off.secret_file.write_text(SECRET_KEY + "\n")
+        report = up.drain()
+        assert report.paused is None and report.left == 0 and problems.active() == []
+    finally:
+        catalog.close()
+
+
 # --- the scrub, and restore of a damaged copy --------------------------------------------------------
 
 

@@ -222,12 +222,21 @@ def scrub(
     stored = catalog.offsite_counts()["videos"].get("stored", 0)
     n = math.ceil(stored * settings.offsite.scrub_fraction)
     chosen = {r["hash"] for r in catalog.offsite_for_scrub(n)} if n else set()
+    from draftsync.offsite.plan import Kind
+    from draftsync.offsite.upload import ACCESS
+
     try:
         report = verify(settings, catalog, store, deep=True, chosen=chosen, should_stop=should_stop)
     except StoreError as e:
         _log.warning("offsite scrub could not run", error=str(e))
         catalog.log_event("warning", "offsite_scrub", f"offsite scrub could not run: {e}")
+        if e.kind in (Kind.AUTH, Kind.BUCKET) and problems is not None:
+            # With nothing left to copy, the scrub is the only one asking the bucket: revoked credentials or a
+            # deleted bucket must not wait for the next video to become visible. The daemon probes again.
+            problems.report(ACCESS, "offsite", str(e))
         return None
+    if problems is not None:
+        problems.resolve(ACCESS)
     level = "error" if report.changed else "info"
     msg = (f"offsite scrub: {report.checked} objects compared, {report.rehashed} re-hashed, {len(report.missing)} "
            f"missing, {len(report.changed)} changed, {len(report.extra)} not draftsync's")  # fmt: skip

@@ -209,9 +209,10 @@ class Uploader:
         self.progress = progress
         self.prepare()
         states = ("pending", "uploading", "failed") if retry_failed else ("pending", "uploading")
-        if not self.catalog.offsite_due(float("inf") if now else self.clock(), states, 1):
+        paused = self.problems is not None and self.problems.get(ACCESS) is not None
+        if not paused and not self.catalog.offsite_due(float("inf") if now else self.clock(), states, 1):
             report.left = self._left()
-            return report  # nothing to do: not even a request
+            return report  # nothing to do: not even a request (but a pause is probed until it lifts)
         if not self.check():
             report.left = self._left()
             return report
