@@ -282,12 +282,13 @@ def test_offsite_sync_copies_at_once_what_waits_out_a_backoff_and_says_why_when_
     code, out, err = run(env, "offsite", "sync")  # the server is down: the sync says so, the backlog stays
     assert code == 1 and "1 left to copy" in out, out + err
     assert f"draftsync: checking the bucket on s3://{off.bucket} at {proxy.endpoint} failed" in err
-    assert status(env)["offsite"]["backlog"] == 1
+    st = status(env)["offsite"]
+    assert st["backlog"] == 1 and f"; last error: checking the bucket on s3://{off.bucket}" in st["summary"]
 
     proxy.up()  # the server is back: the owner's sync does not wait for the backoff to run out
     code, out, err = run(env, "offsite", "sync")
     assert code == 0 and "1 copied" in out and "nothing left to copy" in out, out + err
-    assert len(off.objects()) == 2
+    assert len(off.objects()) == 2 and "last error" not in status(env)["offsite"]["summary"]
 
 
 # --- crash in the middle of a multipart upload ------------------------------------------------------

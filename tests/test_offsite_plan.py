@@ -195,10 +195,13 @@ def test_what_is_wrong_with_a_sidecar_object(
 
 
 def test_status_counts_backlog_and_bytes_left() -> None:
-    s = summarize({"videos": {"stored": 3, "pending": 2, "failed": 1}, "bytes": {"stored": 30, "pending": 2048,
-                   "failed": 1024}, "sent_in_parts": 1000}, {"at": 1.0, "message": "boom"}, None)  # fmt: skip
+    counts = {"videos": {"stored": 3, "pending": 2, "failed": 1}, "bytes": {"stored": 30, "pending": 2048,
+              "failed": 1024}, "sent_in_parts": 1000}  # fmt: skip
+    s = summarize(counts, {"at": 1.0, "message": "boom"}, None, last_ok=2.0)  # the store answered since
     assert (s["backlog"], s["bytes_left"], s["failed"], s["stored"]) == (3, 2072, 1, 3)
     assert s["summary"] == "3 of 6 videos copied; 3 to copy (2.0 KiB left), 1 failed"
+    failing = summarize(counts, {"at": 3.0, "message": "connection refused"}, None, last_ok=2.0)
+    assert failing["summary"].endswith("(2.0 KiB left), 1 failed; last error: connection refused")
     done = summarize({"videos": {"stored": 2}, "bytes": {"stored": 10}, "sent_in_parts": 0}, None, "no bucket")
     assert done["summary"] == "2 of 2 videos copied; nothing left to copy; PAUSED: no bucket"
 
