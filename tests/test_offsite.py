@@ -532,6 +532,29 @@ def test_a_sidecar_object_changed_behind_draftsyncs_back_is_found_by_verify(off:
     assert not [p for p in status(env)["problems"] if p["kind"] == "offsite"]
 
 
+def test_restore_never_counts_a_different_file_as_already_there(off: Off, tmp_path: Path) -> None:
+    env = off.env
+    make_video(env.inbox / "VID_1.mp4", seed=88)
+    scan(env)
+    assert run(env, "offsite", "sync")[0] == 0
+    (v,) = env.archived_videos()
+    rel = v.relative_to(env.archive)
+    off.client.delete_object(Bucket=off.bucket, Key=off.key_of(v) + ".json")  # only the object metadata is left
+    restored = tmp_path / "restored"
+    (restored / rel).parent.mkdir(parents=True)
+    (restored / rel).write_bytes(b"a different file under the same name")
+
+    code, out, err = run(env, "offsite", "restore", "--to", str(restored))
+    assert code == 1 and "0 already there" in out and "1 failed" in out, out + err
+    assert f"{rel.as_posix()}: {restored / rel} exists with other content; it was not replaced" in err
+    assert (restored / rel).read_bytes() == b"a different file under the same name"
+    (restored / rel).unlink()
+    code, out, err = run(env, "offsite", "restore", "--to", str(restored))
+    assert code == 0 and "1 restored" in out and b3(restored / rel) == b3(v), out + err
+    code, out, err = run(env, "offsite", "restore", "--to", str(restored))
+    assert code == 0 and "1 already there" in out, out + err
+
+
 def test_put_is_conditional_at_the_store(off: Off) -> None:
     from draftsync.config import OffsiteConfig
     from draftsync.offsite.plan import Kind
