@@ -151,6 +151,9 @@ class Proxy:
 
     def down(self) -> None:
         if self.listener is not None:
+            # shutdown first: close() alone leaves the socket listening while accept() blocks on it.
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)
             self.listener.close()
             self.listener = None
         for c in self.conns:
@@ -249,6 +252,43 @@ def test_whole_flow_through_a_stopped_server_then_verify_restore_and_reindex(
     code, out, _ = run(env, "offsite", "verify", "--json")
     assert code == 1 and json.loads(out)["changed"][0].startswith(key)
     assert any(p["kind"] == "offsite" and key in p["message"] for p in status(env)["problems"])
+
+
+def test_offsite_sync_copies_at_once_what_waits_out_a_backoff_and_says_why_when_it_cannot(
+    off: Off, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from draftsync.offsite import cli as offsite_cli
+    from draftsync.offsite.plan import Outcome, step
+
+    env = off.env
+    make_video(env.inbox / "VID_1.mp4", seed=75)
+    scan(env)
+    off.configure(endpoint_url=proxy.endpoint)
+    monkeypatch.setattr(offsite_cli, "RETRIES", (0.0,))
+    # The video is waiting out a backoff, as after a network error in the daemon's last pass.
+    settings, _ = load(str(env.config))
+    catalog = Catalog(settings.catalog_path)
+    try:
+        catalog.offsite_retarget(f"{proxy.endpoint}|{off.bucket}|{off.prefix}/")
+        catalog.offsite_add_missing()
+        ((h, row),) = [(r["hash"], r) for r in catalog.offsite_rows()]
+        st = step(row["attempts"], Outcome.TRANSIENT, time.time(), "connection reset")
+        catalog.offsite_update(h, state=st.state, attempts=st.attempts, reason=st.reason, next_try=st.next_try)
+    finally:
+        catalog.close()
+
+    code, out, err = run(env, "offsite", "sync")  # the server is down: the sync says so, the backlog stays
+    assert code == 1 and "1 left to copy" in out, out + err
+    assert f"draftsync: checking the bucket on s3://{off.bucket} at {proxy.endpoint} failed" in err
+    st = status(env)["offsite"]
+    assert st["backlog"] == 1 and f"; last error: checking the bucket on s3://{off.bucket}" in st["summary"]
+
+    proxy.up()  # the server is back: the owner's sync does not wait for the backoff to run out
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "1 copied" in out and "nothing left to copy" in out, out + err
+    assert len(off.objects()) == 2 and "last error" not in status(env)["offsite"]["summary"]
 
 
 # --- crash in the middle of a multipart upload ------------------------------------------------------
@@ -378,6 +418,36 @@ def test_a_missing_bucket_is_reported_and_never_created(off: Off) -> None:
     assert code == 1 and "does not exist" in err
 
 
+def test_revoked_credentials_with_nothing_to_copy_are_found_by_the_scrub_and_cleared_when_fixed(off: Off) -> None:
+    from draftsync.archive import Archive
+    from draftsync.offsite.check import scrub
+    from draftsync.offsite.store import S3Store
+    from draftsync.offsite.upload import Uploader
+
+    env = off.env
+    make_video(env.inbox / "VID_1.mp4", seed=85)
+    scan(env)
+    assert run(env, "offsite", "sync")[0] == 0  # all copied: the uploader has no reason to ask the bucket
+    off.secret_file.write_text("revoked\n")
+    settings, _ = load(str(env.config))
+    catalog = Catalog(settings.catalog_path)
+    problems = Problems(catalog)
+    try:
+        assert scrub(settings, catalog, S3Store(settings.offsite), problems=problems) is None
+        (p,) = problems.active()
+        assert p.key == "offsite:access" and "refused draftsync's credentials" in p.message
+        assert "revoked" not in p.message
+
+        # The daemon's next pass probes the standing pause although nothing waits, and lifts it once the key works.
+        up = Uploader(settings, catalog, Archive(settings.archive.root, settings.archive.layout), problems=problems)
+        assert up.drain().paused is not None and problems.get("offsite:access") is not None
+        off.secret_file.write_text(SECRET_KEY + "\n")
+        report = up.drain()
+        assert report.paused is None and report.left == 0 and problems.active() == []
+    finally:
+        catalog.close()
+
+
 # --- the scrub, and restore of a damaged copy --------------------------------------------------------
 
 
@@ -424,6 +494,65 @@ def test_scrub_heals_vanished_objects_reports_changed_ones_and_restore_refuses_t
     assert code == 1 and "0 restored" in out and "2 already there" in out
     code, out, _ = run(env, "offsite", "restore", "--to", str(tmp_path / "r2"), "--label", "nothing-has-this")
     assert code == 0 and "4 left out" in out  # the stray object has no sidecar to tell its label
+
+
+def test_a_sidecar_object_changed_behind_draftsyncs_back_is_found_by_verify(off: Off) -> None:
+    env = off.env
+    for i in range(2):
+        make_video(env.inbox / f"VID_{i}.mp4", seed=95 + i)
+    scan(env)
+    assert run(env, "offsite", "sync")[0] == 0
+    a, b = env.archived_videos()
+    ka, kb = off.key_of(a) + ".json", off.key_of(b) + ".json"
+    # One replaced by another tool (no draftsync metadata); one forged with the right metadata copied over.
+    off.client.put_object(Bucket=off.bucket, Key=ka, Body=b'{"hash": "blake3:00"}')
+    meta = off.client.head_object(Bucket=off.bucket, Key=kb)["Metadata"]
+    forged = json.loads(off.get(kb)) | {"label": "someone-else", "hash": "blake3:00"}
+    off.client.put_object(Bucket=off.bucket, Key=kb, Body=json.dumps(forged).encode(), Metadata=meta)
+
+    code, out, err = run(env, "offsite", "verify")
+    assert code == 1 and f"changed: {ka}: it describes no video" in out and "1 problem(s)" in out, out + err
+    code, out, err = run(env, "offsite", "verify", "--deep", "--json")
+    assert code == 1, out + err
+    changed = json.loads(out)["changed"]
+    assert [c.split(": ")[0] for c in changed] == sorted([ka, kb])
+    assert any(c.startswith(f"{kb}: its content hashes to") for c in changed)
+    (p,) = [p for p in status(env)["problems"] if p["key"] == "offsite:check"]
+    assert "offsite verify" in p["message"]
+
+    # The owner moves them away as told: verify finds them missing, sync copies them again, all clean.
+    off.client.delete_objects(Bucket=off.bucket, Delete={"Objects": [{"Key": ka}, {"Key": kb}]})
+    code, out, _ = run(env, "offsite", "verify")
+    assert code == 1 and f"missing: {ka}" in out and f"missing: {kb}" in out
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "2 already in the bucket" in out, out + err
+    code, out, err = run(env, "offsite", "verify", "--deep")
+    assert code == 0 and "0 problem(s)" in out, out + err
+    assert json.loads(off.get(kb))["hash"] == b3(b)
+    assert not [p for p in status(env)["problems"] if p["kind"] == "offsite"]
+
+
+def test_restore_never_counts_a_different_file_as_already_there(off: Off, tmp_path: Path) -> None:
+    env = off.env
+    make_video(env.inbox / "VID_1.mp4", seed=88)
+    scan(env)
+    assert run(env, "offsite", "sync")[0] == 0
+    (v,) = env.archived_videos()
+    rel = v.relative_to(env.archive)
+    off.client.delete_object(Bucket=off.bucket, Key=off.key_of(v) + ".json")  # only the object metadata is left
+    restored = tmp_path / "restored"
+    (restored / rel).parent.mkdir(parents=True)
+    (restored / rel).write_bytes(b"a different file under the same name")
+
+    code, out, err = run(env, "offsite", "restore", "--to", str(restored))
+    assert code == 1 and "0 already there" in out and "1 failed" in out, out + err
+    assert f"{rel.as_posix()}: {restored / rel} exists with other content; it was not replaced" in err
+    assert (restored / rel).read_bytes() == b"a different file under the same name"
+    (restored / rel).unlink()
+    code, out, err = run(env, "offsite", "restore", "--to", str(restored))
+    assert code == 0 and "1 restored" in out and b3(restored / rel) == b3(v), out + err
+    code, out, err = run(env, "offsite", "restore", "--to", str(restored))
+    assert code == 0 and "1 already there" in out, out + err
 
 
 def test_put_is_conditional_at_the_store(off: Off) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from draftsync.config import Settings, parse_rate
-from draftsync.offsite.check import choose_sample
+from draftsync.offsite.check import choose_sample, sidecar_problem
 from draftsync.offsite.plan import (
     MIB,
     Kind,
@@ -176,11 +176,32 @@ def test_sample_is_a_fraction_with_at_least_one() -> None:
     assert choose_sample(hs, 1.0, rng) == set(hs) and choose_sample([], 0.5, rng) == set()
 
 
+@pytest.mark.parametrize(
+    "meta_video, meta_blake3, content, described, says",
+    [
+        ("blake3:v", "blake3:s", None, None, ""),  # HEAD only: the metadata names the video
+        ("blake3:v", "blake3:s", "blake3:s", "blake3:v", ""),  # downloaded: content and JSON agree
+        (None, None, None, None, "it describes no video (it has no draftsync metadata), not blake3:v"),
+        ("blake3:w", "blake3:s", None, None, "it describes blake3:w, not blake3:v"),
+        ("blake3:v", "blake3:s", "blake3:x", "blake3:v", "its content hashes to blake3:x, its metadata says blake3:s"),
+        ("blake3:v", "blake3:s", "blake3:s", "blake3:w", "its JSON names blake3:w, not blake3:v"),
+        ("blake3:v", "blake3:s", "blake3:s", "", "its JSON names no hash, not blake3:v"),
+    ],
+)
+def test_what_is_wrong_with_a_sidecar_object(
+    meta_video: str | None, meta_blake3: str | None, content: str | None, described: str | None, says: str
+) -> None:
+    assert sidecar_problem("blake3:v", meta_video, meta_blake3, content, described) == says
+
+
 def test_status_counts_backlog_and_bytes_left() -> None:
-    s = summarize({"videos": {"stored": 3, "pending": 2, "failed": 1}, "bytes": {"stored": 30, "pending": 2048,
-                   "failed": 1024}, "sent_in_parts": 1000}, {"at": 1.0, "message": "boom"}, None)  # fmt: skip
+    counts = {"videos": {"stored": 3, "pending": 2, "failed": 1}, "bytes": {"stored": 30, "pending": 2048,
+              "failed": 1024}, "sent_in_parts": 1000}  # fmt: skip
+    s = summarize(counts, {"at": 1.0, "message": "boom"}, None, last_ok=2.0)  # the store answered since
     assert (s["backlog"], s["bytes_left"], s["failed"], s["stored"]) == (3, 2072, 1, 3)
     assert s["summary"] == "3 of 6 videos copied; 3 to copy (2.0 KiB left), 1 failed"
+    failing = summarize(counts, {"at": 3.0, "message": "connection refused"}, None, last_ok=2.0)
+    assert failing["summary"].endswith("(2.0 KiB left), 1 failed; last error: connection refused")
     done = summarize({"videos": {"stored": 2}, "bytes": {"stored": 10}, "sent_in_parts": 0}, None, "no bucket")
     assert done["summary"] == "2 of 2 videos copied; nothing left to copy; PAUSED: no bucket"
 

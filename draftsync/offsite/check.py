@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 _log = log.get("draftsync.offsite")
 
 CHECK = "offsite:check"
+SIDECAR_MAX = 1024 * 1024  # a sidecar is a few KiB; a bigger object under its key is not one
 
 
 @dataclass
@@ -62,6 +63,41 @@ def choose_sample(hashes: list[str], fraction: float, rng: random.Random) -> set
     if not hashes or fraction <= 0:
         return set()
     return set(rng.sample(hashes, max(1, math.ceil(len(hashes) * fraction))))
+
+
+def sidecar_problem(video: str, meta_video: str | None, meta_blake3: str | None, content: str | None = None,
+                    described: str | None = None) -> str:  # fmt: skip
+    """Why a sidecar object is not one draftsync stored for `video` ('' when it is). `content` (its BLAKE3)
+    and `described` (the hash its JSON names) are known only when it was downloaded."""
+    if meta_video != video:
+        return f"it describes {meta_video or 'no video (it has no draftsync metadata)'}, not {video}"
+    if content is not None and content != meta_blake3:
+        return f"its content hashes to {content}, its metadata says {meta_blake3}"
+    if described is not None and described != video:
+        return f"its JSON names {described or 'no hash'}, not {video}"
+    return ""
+
+
+def _check_sidecar(store: S3Store, key: str, video: str, deep: bool) -> str:
+    """HEAD a sidecar object (and with `deep`, download it) and say what is wrong with it."""
+    import json
+
+    import blake3
+
+    if not deep:
+        head = store.head(key)
+        return "vanished while being checked" if head is None else sidecar_problem(video, head.video, head.blake3)
+    remote, body = store.get(key)
+    hasher, data = blake3.blake3(), bytearray()
+    for chunk in store.read_chunks(body, "downloading", key):
+        hasher.update(chunk)
+        if len(data) <= SIDECAR_MAX:
+            data += chunk
+    try:
+        described = str(json.loads(data).get("hash") or "") if len(data) <= SIDECAR_MAX else ""
+    except (ValueError, AttributeError):
+        described = ""
+    return sidecar_problem(video, remote.video, remote.blake3, "blake3:" + hasher.hexdigest(), described)
 
 
 def verify(
@@ -134,6 +170,13 @@ def verify(
             else:
                 report.not_copied += 1
             continue
+        # The sidecar is what a restore trusts for the video's hash, label and date: it is checked as well.
+        if v.hash in chosen or not stored:
+            why = _check_sidecar(store, skey, v.hash, deep and v.hash in chosen)
+            if why:
+                report.changed.append(f"{skey}: {why}")
+                _log.error("offsite object changed", key=skey, why=why)
+                continue
         report.ok += 1
         if stored:
             catalog.offsite_update(v.hash, checked_at=now)
@@ -154,7 +197,8 @@ def tell(report: CheckReport, problems: Problems | None, what: str) -> None:
     if report.changed:
         problems.report(CHECK, "offsite", (
             f"{what} found {len(report.changed)} object(s) in the bucket that are not what draftsync stored, e.g. "
-            f"{report.changed[0]}; they are never overwritten: move them away, then run `draftsync offsite sync`"
+            f"{report.changed[0]}; they are never overwritten: move them away, then run `draftsync offsite verify` (it "
+            "finds them missing) and `draftsync offsite sync` (it copies them again)"
         ))  # fmt: skip
     else:
         problems.resolve(CHECK)
@@ -178,12 +222,21 @@ def scrub(
     stored = catalog.offsite_counts()["videos"].get("stored", 0)
     n = math.ceil(stored * settings.offsite.scrub_fraction)
     chosen = {r["hash"] for r in catalog.offsite_for_scrub(n)} if n else set()
+    from draftsync.offsite.plan import Kind
+    from draftsync.offsite.upload import ACCESS
+
     try:
         report = verify(settings, catalog, store, deep=True, chosen=chosen, should_stop=should_stop)
     except StoreError as e:
         _log.warning("offsite scrub could not run", error=str(e))
         catalog.log_event("warning", "offsite_scrub", f"offsite scrub could not run: {e}")
+        if e.kind in (Kind.AUTH, Kind.BUCKET) and problems is not None:
+            # With nothing left to copy, the scrub is the only one asking the bucket: revoked credentials or a
+            # deleted bucket must not wait for the next video to become visible. The daemon probes again.
+            problems.report(ACCESS, "offsite", str(e))
         return None
+    if problems is not None:
+        problems.resolve(ACCESS)
     level = "error" if report.changed else "info"
     msg = (f"offsite scrub: {report.checked} objects compared, {report.rehashed} re-hashed, {len(report.missing)} "
            f"missing, {len(report.changed)} changed, {len(report.extra)} not draftsync's")  # fmt: skip

@@ -18,6 +18,11 @@ if TYPE_CHECKING:  # `draftsync --help` reads this module's argument types witho
     from draftsync.config import Settings
 
 
+# Seconds `offsite sync` waits before asking a failing store again: a short outage should not end a
+# foreground sync, a long one should, loudly.
+RETRIES: tuple[float, ...] = (2.0, 8.0, 30.0)
+
+
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.offsite.enabled:
         raise UsageError('the offsite copy is not configured: set [offsite] url = "s3://BUCKET/PREFIX" (and '
@@ -123,10 +128,10 @@ def sync(settings: Settings) -> int:
                       problems=Problems(catalog), should_stop=stop.is_set)  # fmt: skip
         stored = adopted = 0
         failed: dict[str, str] = {}
-        retries: tuple[float, ...] = (2.0, 8.0, 30.0)
+        retries = RETRIES
         first = True
         while True:
-            report = up.drain(retry_failed=first, progress=bar)
+            report = up.drain(retry_failed=first, now=True, progress=bar)
             first = False
             stored += len(report.stored)
             adopted += len(report.adopted)
@@ -134,7 +139,6 @@ def sync(settings: Settings) -> int:
             if report.paused or report.stopped:
                 break
             if report.transient and retries:
-                # A short outage should not end a foreground sync; a long one should, loudly.
                 if stop.wait(retries[0]):
                     break
                 retries = retries[1:]

@@ -180,8 +180,12 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
-def summarize(counts: dict[str, Any], last_error: dict[str, Any] | None, paused: str | None) -> dict[str, Any]:
-    """The `offsite` entry of `draftsync status`: backlog, bytes left, failures and the last error."""
+def summarize(counts: dict[str, Any], last_error: dict[str, Any] | None, paused: str | None,
+              last_ok: float = 0.0) -> dict[str, Any]:  # fmt: skip
+    """The `offsite` entry of `draftsync status`: backlog, bytes left, failures and the last error.
+
+    The summary line names the last error while videos wait and the store has not answered since it: a
+    network error is only a warning in the log, and the line is all `status` shows of the copy."""
     v, b = counts["videos"], counts["bytes"]
     total = sum(v.values())
     backlog = total - v.get("stored", 0)
@@ -192,6 +196,8 @@ def summarize(counts: dict[str, Any], last_error: dict[str, Any] | None, paused:
         text += f", {v['failed']} failed"
     if paused:
         text += f"; PAUSED: {paused}"
+    elif backlog and last_error and float(last_error.get("at") or 0) > last_ok:
+        text += f"; last error: {last_error['message']}"
     return {
         "videos": total, "stored": v.get("stored", 0), "backlog": backlog, "bytes_left": left,
         "pending": v.get("pending", 0), "uploading": v.get("uploading", 0), "failed": v.get("failed", 0),
@@ -203,6 +209,6 @@ def status(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     raw = catalog.get_meta("offsite_last_error")
     last_error = json.loads(raw) if raw else None
     paused = next((p.message for p in catalog.problems() if p.key == "offsite:access"), None)
-    out = summarize(catalog.offsite_counts(), last_error, paused)
+    out = summarize(catalog.offsite_counts(), last_error, paused, float(catalog.get_meta("offsite_last_ok") or 0))
     out["url"] = settings.offsite.url
     return out

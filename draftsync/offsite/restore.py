@@ -146,8 +146,13 @@ def _restore_one(store: S3Store, to: Path, e: Entry, side_body: bytes | None, si
     final = to / e.rel
     want = str(side.get("hash")) if side else None
     if final.exists():
+        if want is None:  # no sidecar: the object's metadata says what the file there must hold
+            head = store.head(e.video.key)
+            want = head.blake3 if head is not None else None
+            if want is None:
+                return "foreign", "neither a sidecar nor object metadata records its BLAKE3: not draftsync's"
         digest, _ = hash_file(final)
-        if want is not None and digest != want:
+        if digest != want:
             return "failed", f"{final} exists with other content; it was not replaced"
         _place_sidecar(final, side_body)
         if progress is not None:

@@ -199,16 +199,20 @@ class Uploader:
         self._reachable()
         return True
 
-    def drain(self, *, retry_failed: bool = False, progress: Progress | None = None) -> PassReport:
-        """Copy every due video (and, if asked, the failed ones again); return what happened."""
+    def drain(self, *, retry_failed: bool = False, now: bool = False, progress: Progress | None = None) -> PassReport:
+        """Copy every due video (and, if asked, the failed ones again); return what happened.
+
+        `now` ignores the backoffs: `offsite sync` is the owner asking for the backlog at once, and a video
+        still waiting out a backoff must not make it end with work left and nothing said."""
         self._report = report = PassReport()
         self._halt = None
         self.progress = progress
         self.prepare()
         states = ("pending", "uploading", "failed") if retry_failed else ("pending", "uploading")
-        if not self.catalog.offsite_due(self.clock(), states, 1):
+        paused = self.problems is not None and self.problems.get(ACCESS) is not None
+        if not paused and not self.catalog.offsite_due(float("inf") if now else self.clock(), states, 1):
             report.left = self._left()
-            return report  # nothing to do: not even a request
+            return report  # nothing to do: not even a request (but a pause is probed until it lifts)
         if not self.check():
             report.left = self._left()
             return report
