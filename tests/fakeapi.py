@@ -140,6 +140,10 @@ class FakeState:
         self.pfm_posts: dict[str, dict[str, Any]] = {}
         self.pfm_post_bodies: list[dict[str, Any]] = []
         self.pfm_polls_until_processed = 1
+        # The next N posts go wrong after an answer that looked right: their result fails, or they are
+        # published although the answer echoed the draft flag (what draftsync must catch from the result).
+        self.pfm_failing_results = 0
+        self.pfm_published_anyway = 0
 
     def completed_drafts(self) -> list[UploadTask]:
         return [t for t in self.tasks.values() if t.status == "SEND_TO_USER_INBOX"]
@@ -568,6 +572,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if ac.get("social_account_id") == account["id"]:
                     conf.update(ac.get("configuration") or {})
             kind = "stored" if body.get("isDraft") else "inbox_draft" if conf.get("is_draft") else "published"
+            if kind == "inbox_draft" and s.pfm_published_anyway:
+                s.pfm_published_anyway -= 1
+                kind = "published"
+            elif kind == "inbox_draft" and s.pfm_failing_results:
+                s.pfm_failing_results -= 1
+                kind = "failed"
             post = {"id": pid, "external_id": body.get("external_id"), "caption": body["caption"],
                     "status": "draft" if kind == "stored" else "processing", "kind": kind, "polls": 0,
                     "social_accounts": body["social_accounts"]}  # fmt: skip
@@ -593,9 +603,10 @@ class _Handler(BaseHTTPRequestHandler):
             post = s.pfm_posts.get(q.get("post_id", [""])[0])
             if not post or post["status"] != "processed":
                 return self._send(200, {"data": [], "meta": {"total": 0, "offset": 0, "limit": 50, "next": None}})
+            failed = post["kind"] == "failed"
             res = {"id": "spr_" + post["id"][3:], "post_id": post["id"], "social_account_id": post["social_accounts"][0],
-                   "success": True, "error": None,
-                   "details": {"status": "Saved as draft" if post["kind"] == "inbox_draft" else "Published",
+                   "success": not failed, "error": "Failed to post to TikTok" if failed else None,
+                   "details": {"status": {"inbox_draft": "Saved as draft", "failed": "Failed"}.get(post["kind"], "Published"),
                                "publish_id": "v_inbox_url~" + post["id"]},
                    "platform_data": {"id": "v_inbox_url~" + post["id"], "url": "https://www.tiktok.com/@creator"}}  # fmt: skip
             return self._send(200, {"data": [res], "meta": {"total": 1, "offset": 0, "limit": 50, "next": None}})

@@ -304,3 +304,44 @@ def test_queue_status_and_the_dry_run_never_write(env: Env, fake: FakeServer, cl
     # the dry run walks the same selection and budget as a real window: nothing now, three later
     assert "would send 0 now, 3 later" in out["push"]
     assert len(json.loads(out["queue"])["items"]) == 2  # the new video is not queued by a listing
+
+
+# --- push retry after a failure the service reported ------------------------------------------------------------
+
+
+def pusher_paused(s: object, clock: FakeClock) -> str:
+    return window(s, clock)[0].paused  # type: ignore[attr-defined, no-any-return]
+
+
+def test_push_retry_after_a_post_published_despite_the_flag_resumes_pushing_and_stops_no_more(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake, backend="postforme")
+    archive_videos(s, env, 2)
+    fake.state.pfm_published_anyway = 1  # the answer echoed is_draft; the result says it was published
+    report, cat = window(s, clock)
+    assert "not as a draft" in report.paused and sorted(states(cat).values()) == ["failed", "processing"]
+    assert pusher_paused(s, clock)  # and it stays stopped until a person has looked
+    # The owner looks at the post, deletes it, and does what the message says.
+    out = queue.retry(cat, None, Problems(cat))
+    assert out.halt_cleared and len(out.queued) == 1
+    report, _ = window(s, clock)
+    assert not report.paused, report.paused  # the post already looked at does not stop pushing again
+    assert set(states(cat).values()) == {"in_inbox"}
+    kinds = sorted(p["kind"] for p in fake.state.pfm_posts.values())
+    assert kinds == ["inbox_draft", "inbox_draft", "published"]  # each video reached the inbox once
+
+
+def test_push_retry_sends_again_a_video_whose_post_for_me_result_failed(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake, backend="postforme")
+    archive_videos(s, env, 1)
+    fake.state.pfm_failing_results = 1
+    _, cat = window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "failed" and "Failed to post to TikTok" in row["reason"]
+    queue.retry(cat, None, Problems(cat))
+    window(s, clock)  # the earlier post is checked first: it failed, so a new one is made
+    assert list(states(cat).values()) == ["in_inbox"]
+    assert sorted(p["kind"] for p in fake.state.pfm_posts.values()) == ["failed", "inbox_draft"]

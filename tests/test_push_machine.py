@@ -47,7 +47,7 @@ OUTCOMES: dict[str, Outcome] = {
 # What each state becomes after each outcome. "=" means unchanged (not even its reason).
 TABLE = """
 state        Started     Sent        Pending     InInbox     Rejected  Dead        Deferred    NeedsReauth  Unknown
-queued       queued      queued      queued      in_inbox    failed    queued      queued      queued       queued
+queued       queued      queued      queued      in_inbox    queued    queued      queued      queued       queued
 starting     uploading   =           =           =           failed    queued      queued      queued       starting
 uploading    =           processing  uploading   in_inbox    failed    queued      uploading   uploading    uploading
 processing   =           =           processing  in_inbox    failed    queued      processing  processing   processing
@@ -128,6 +128,25 @@ def test_a_stale_id_that_cannot_be_checked_blocks_a_new_attempt() -> None:
     assert step(q, Unknown("no answer"), NOW).remote_id == "pid-earlier"  # not started blindly
     assert step(q, Pending(), NOW).remote_id is None  # known not in the inbox: a new attempt may start
     assert step(q, InInbox("late but there"), NOW).state is State.IN_INBOX
+
+
+def test_push_retry_sends_again_what_the_service_rejected_but_stops_for_a_post_not_confirmed_a_draft() -> None:
+    q = item_in("queued")  # after `push retry`, its earlier id is checked first
+    # The earlier attempt failed for good (a transient Post for Me failure, a caption judged risky): the
+    # person asked for another attempt, so the re-check lets one start instead of failing it again.
+    again = step(q, Rejected("Post for Me: Failed to post to TikTok", "result_failed"), NOW)
+    assert again.state is State.QUEUED and again.remote_id is None
+    # A post that turns out not to be a draft still fails (and halts the account, see for_account).
+    halted = step(q, Rejected("not a draft", machine.NOT_A_DRAFT, halt=True), NOW)
+    assert halted.state is State.FAILED and halted.code == machine.NOT_A_DRAFT
+    # A queued item that was never started fails on a rejection (its archived copy went missing).
+    fresh = machine.queue("blake3:bb", T0)
+    assert step(fresh, Rejected("the archived copy is missing", "archive"), NOW).state is State.FAILED
+    # `push retry` after that halt does not look at the same post again: the person has looked at it, and
+    # re-checking it would only stop pushing again, forever.
+    assert machine.retry(replace(halted, remote_id="sp_1"), NOW).remote_id is None
+    stuck = replace(item_in("failed"), remote_id="pid-stuck", code="stuck")
+    assert machine.retry(stuck, NOW).remote_id == "pid-stuck"  # a late draft is still found
 
 
 @pytest.mark.parametrize(

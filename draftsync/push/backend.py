@@ -21,6 +21,7 @@ from draftsync.config import Settings
 from draftsync.errors import AuthError, DraftsyncError, PushError
 from draftsync.push.auth import TokenBusy, TokenStore
 from draftsync.push.machine import (
+    NOT_A_DRAFT,
     Dead,
     Deferred,
     InInbox,
@@ -276,7 +277,7 @@ class PostForMeBackend:
             return Unknown("Post for Me's answer lacks the post id", "post_answer")
         if not confirms_draft(post, self.api.account, self.platform or "tiktok"):
             return Rejected(f"Post for Me made post {pid} without confirming it is a TikTok draft (it may be "
-                            "published); check it in Post for Me", "not_a_draft", halt=True)  # fmt: skip
+                            "published); check it in Post for Me", NOT_A_DRAFT, halt=True)  # fmt: skip
         return Started(pid)
 
     def create(self, job: Job, progress: Progress | None = None) -> Outcome:
@@ -351,7 +352,7 @@ class PostForMeBackend:
             said = str(details.get("status") or "")
             if "draft" not in said.lower():
                 return Rejected(f"Post for Me reports post {job.remote_id} as {said or 'done'!r}, not as a draft: "
-                                "check the TikTok profile", "not_a_draft", halt=True)  # fmt: skip
+                                "check the TikTok profile", NOT_A_DRAFT, halt=True)  # fmt: skip
             pd = _dict(res.get("platform_data"))
             return InInbox(f"in the TikTok inbox via Post for Me (publish_id {pd.get('id', '?')})")
         text = f"Post for Me: {res.get('error') or 'failed'} {details or ''}".strip()

@@ -7,7 +7,9 @@
     uploading + Pending: resume from the byte the service has, while the URL lives (else as Dead)
     processing + Pending: wait; after an hour it is stuck ► failed
     Rejected ► failed (any active state); otherwise NeedsReauth, Deferred, Unknown wait in place
-    failed ──retry──► queued      skipped, none ──add──► queued
+    failed ──retry──► queued, which re-checks the earlier remote id first: InInbox ► in_inbox; Unknown,
+    Deferred wait; anything else (unfinished, dead, rejected) lets a new attempt start; a post not
+    confirmed a draft is not re-checked      skipped, none ──add──► queued
 
 Back-ends only talk HTTP and return one of the outcomes below; they never decide. A create (TikTok init,
 Post for Me create-post) is never repeated after an unknown answer: the item stays `starting` and the
@@ -38,6 +40,7 @@ FINAL = (State.IN_INBOX, State.FAILED, State.SKIPPED)
 STUCK_AFTER = 3600.0  # every byte sent and still "processing" an hour later: the service will not finish it
 URL_LIFETIME = 3600.0 - 120.0  # TikTok's upload URL dies 60 min after issue (A.2); two minutes to spare
 MAX_ATTEMPTS = 5  # remote objects that died under one item before it is given up
+NOT_A_DRAFT = "not_a_draft"  # code of a Rejected(halt): a post exists that the service did not confirm a draft
 
 
 @dataclass(frozen=True)
@@ -194,14 +197,15 @@ def step(item: Item, o: Outcome, now: Instant) -> Item:
         if s is State.STARTING:  # the create was refused for the account: nothing exists
             return _to(item, State.QUEUED, now, f"waiting for the account: {o.reason}", code=o.code)
         return _note(item, o.reason, o.code)
-    if isinstance(o, Rejected):
+    if isinstance(o, Rejected) and (s is not State.QUEUED or o.halt or not item.remote_id):
         return _to(item, State.FAILED, now, o.reason, code=o.code, log_id=o.log_id)
-    if s is State.QUEUED:  # only asked to re-check the remote id of an earlier, unfinished attempt
+    if s is State.QUEUED:  # only asked to re-check the remote id of an earlier attempt (`push retry`)
         if isinstance(o, InInbox):
             return _to(item, State.IN_INBOX, now, o.detail)
         if isinstance(o, Unknown | Deferred):
             return _note(item, f"could not check the earlier attempt yet: {o.reason}")
-        return replace(item, remote_id=None)  # it did not land: a new attempt may start
+        # It did not land and never will (unfinished, dead or rejected): the person asked for a new attempt.
+        return replace(item, remote_id=None)
     if isinstance(o, Dead):
         return _again(item, o, now)
     if isinstance(o, Deferred):
@@ -246,10 +250,13 @@ def skip(hash: str, now: Instant, reason: str) -> Item:
 
 def retry(item: Item, now: Instant) -> Item:
     """`push retry`: a failed item goes back to the queue. Its last remote id is kept so that the next
-    window checks it first (a draft that arrived late is not sent twice)."""
+    window checks it first (a draft that arrived late is not sent twice), except a post the service did not
+    confirm a draft: the person was told to look at it, and checking it again would only stop pushing again."""
     if item.state is not State.FAILED:
         return item
-    return _to(item, State.QUEUED, now, "queued again by `push retry`", attempt=0, code="", log_id="")
+    remote_id = None if item.code == NOT_A_DRAFT else item.remote_id
+    return _to(item, State.QUEUED, now, "queued again by `push retry`", attempt=0, code="", log_id="",
+               remote_id=remote_id)  # fmt: skip
 
 
 def add(item: Item | None, hash: str, now: Instant) -> Item:
