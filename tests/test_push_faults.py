@@ -345,3 +345,53 @@ def test_push_retry_sends_again_a_video_whose_post_for_me_result_failed(
     window(s, clock)  # the earlier post is checked first: it failed, so a new one is made
     assert list(states(cat).values()) == ["in_inbox"]
     assert sorted(p["kind"] for p in fake.state.pfm_posts.values()) == ["failed", "inbox_draft"]
+
+
+# --- every byte arrived, the answer did not --------------------------------------------------------------------------
+
+
+def test_an_upload_whose_last_answer_was_lost_is_never_initialised_again_after_its_url_expired(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake)
+    give_token(s, fake)
+    archive_videos(s, env, 1)
+    fake.state.processing_polls = 10**9  # TikTok is slow to finish
+    _, cat = window(s, clock, poll_for=0)
+    (row,) = cat.push_rows()
+    (task,) = fake.state.tasks.values()
+    assert row["state"] == "processing" and task.received == task.size
+    # A crash before the answer to the last chunk was recorded; the daemon comes back after the URL died.
+    url = f"{fake.base}/upload/?upload_id={task.upload_id}&upload_token=T{task.upload_id}"
+    cat.save_push(row["hash"], {"state": "uploading", "upload_url": url})
+    clock.advance(2 * 3600)
+    window(s, clock, poll_for=0)
+    assert list(states(cat).values()) == ["processing"] and len(init_requests(fake)) == 1
+    fake.state.processing_polls = 0
+    window(s, clock)
+    assert list(states(cat).values()) == ["in_inbox"] and len(init_requests(fake)) == 1
+
+
+class _LateClock(FakeClock):
+    """A clock whose next sleep lasts `then` seconds: a chunk's retry that arrives after the URL died."""
+
+    then = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds + self.then)
+        self.then = 0.0
+
+
+def test_a_last_chunk_that_landed_before_its_url_died_is_looked_up_not_initialised_again(
+    env: Env, fake: FakeServer
+) -> None:
+    clock = _LateClock()
+    fake.state.clock = clock.wall
+    s = push_env(env, fake)
+    give_token(s, fake)
+    archive_videos(s, env, 1)  # one chunk
+    fake.state.faults.append(Fault("/upload/", 1, drop=True))  # stored, then the connection drops
+    clock.then = 3700  # and the chunk's retry reaches TikTok after the URL's hour
+    _, cat = window(s, clock)
+    assert [r[0] for r in fake.state.requests if r[1].startswith("/upload/")] == ["PUT", "PUT"]  # the 403
+    assert list(states(cat).values()) == ["in_inbox"] and len(init_requests(fake)) == 1

@@ -162,6 +162,14 @@ def test_processing_is_stuck_after_an_hour_of_pending_answers(since_offset: floa
     assert step(it, Unknown("down"), T0.later(since_offset)).state is State.PROCESSING
 
 
+@pytest.mark.parametrize("age", [URL_LIFETIME - 1, URL_LIFETIME + 1])
+def test_an_upload_whose_every_byte_arrived_is_processing_whatever_its_urls_age(age: float) -> None:
+    # The last chunk landed and its answer was lost: TikTok finishes the share without the URL, so a new
+    # init would make a second draft.
+    after = step(item_in("uploading"), Pending(uploaded=10_485_760, complete=True), T0.later(age))
+    assert after.state is State.PROCESSING and after.remote_id == "pid-1" and after.upload_url is None
+
+
 @pytest.mark.parametrize(("age", "want"), [(URL_LIFETIME - 1, State.UPLOADING), (URL_LIFETIME + 1, State.QUEUED)])
 def test_an_interrupted_upload_resumes_only_while_its_url_lives(age: float, want: State) -> None:
     after = step(item_in("uploading"), Pending(uploaded=5_242_880), T0.later(age))

@@ -112,8 +112,9 @@ def tiktok_init_outcome(code: str, text: str, log_id: str, http: int) -> Outcome
     return Rejected(text, code, log_id)  # invalid_params, invalid_file_upload, url_ownership_unverified, ...
 
 
-def tiktok_status_outcome(code: str, text: str, log_id: str, data: dict[str, object], publish_id: str) -> Outcome:
-    """What a status answer means (spec A.4)."""
+def tiktok_status_outcome(code: str, text: str, log_id: str, data: dict[str, object], publish_id: str,
+                          size: int = 0) -> Outcome:  # fmt: skip
+    """What a status answer means (spec A.4); `size` is the file's, to tell whether every byte arrived."""
     if code != "ok":
         if code in ("invalid_publish_id", "token_not_authorized_for_specified_publish_id"):
             return Dead(text, code, log_id=log_id)
@@ -135,8 +136,9 @@ def tiktok_status_outcome(code: str, text: str, log_id: str, data: dict[str, obj
             return Dead("TikTok: too many posts by this account today", reason, 86400.0, log_id)
         return Dead(f"TikTok failed the upload: {reason}", reason, 3600.0, log_id)
     if status in ("PROCESSING_UPLOAD", "PROCESSING_DOWNLOAD"):
-        got = data.get("uploaded_bytes")
-        return Pending(int(got) if isinstance(got, int | float | str) and str(got).isdigit() else None)
+        raw = data.get("uploaded_bytes")
+        got = int(raw) if isinstance(raw, int | float | str) and str(raw).isdigit() else None
+        return Pending(got, complete=bool(size) and got is not None and got >= size)
     return Unknown(f"TikTok answered an unknown status {status!r}", "status")
 
 
@@ -204,6 +206,12 @@ class TikTokBackend:
         try:
             self.api.upload(job.path, up, job.size, start_byte=start, progress=progress)
         except UploadDead as e:
+            # A refused URL may follow a last chunk that landed with its answer lost: if TikTok holds every
+            # byte (or has delivered), the share finishes without the URL and a new init would be a second
+            # draft; so look first, and only a share known unfinished is dead.
+            seen = self.poll(job)
+            if isinstance(seen, InInbox | Unknown) or (isinstance(seen, Pending) and seen.complete):
+                return seen  # (no answer: it stays uploading and is looked at again, never re-initialised blindly)
             return Dead(str(e), e.code)
         except PushError as e:
             return Unknown(str(e), e.code) if e.retryable else Rejected(str(e), e.code)
@@ -217,7 +225,7 @@ class TikTokBackend:
             r = self.api.status(job.remote_id)
         except DraftsyncError as e:
             return _no_answer(e)
-        return tiktok_status_outcome(r.code, r.text(), r.log_id, r.data, job.remote_id)
+        return tiktok_status_outcome(r.code, r.text(), r.log_id, r.data, job.remote_id, job.size)
 
 
 # --- Post for Me --------------------------------------------------------------------------------------------

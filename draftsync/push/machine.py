@@ -6,6 +6,7 @@
      └───────────────────┴──────────────────────┴──────────────────────┘ Dead: known dead, try again later
     uploading + Pending: resume from the byte the service has, while the URL lives (else as Dead)
     processing + Pending: wait; after an hour it is stuck ► failed
+    uploading + Pending(complete): every byte is there ► processing, whatever the URL's age
     Rejected ► failed (any active state); otherwise NeedsReauth, Deferred, Unknown wait in place
     failed ──retry──► queued, which re-checks the earlier remote id first: InInbox ► in_inbox; Unknown,
     Deferred wait; anything else (unfinished, dead, rejected) lets a new attempt start; a post not
@@ -84,9 +85,11 @@ class Sent:
 
 @dataclass(frozen=True)
 class Pending:
-    """The service is still on it; `uploaded` is how many bytes it holds, when it says."""
+    """The service is still on it; `uploaded` is how many bytes it holds, when it says. `complete`: it holds
+    every byte (the answer to the last chunk may have been lost), so the upload is over whatever its URL's age."""
 
     uploaded: int | None = None
+    complete: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,8 @@ def step(item: Item, o: Outcome, now: Instant) -> Item:
         nxt = State.UPLOADING if o.upload_url else State.PROCESSING
         return _to(item, nxt, now, remote_id=o.remote_id, upload_url=o.upload_url, upload_issued=now,
                    chunk_size=o.chunk_size, chunk_count=o.chunk_count, code="", log_id=o.log_id)  # fmt: skip
-    if isinstance(o, Sent) and s is State.UPLOADING:
+    if s is State.UPLOADING and (isinstance(o, Sent) or (isinstance(o, Pending) and o.complete)):
+        # Every byte is there: the share will finish without its URL, so a new init would be a second draft.
         return _to(item, State.PROCESSING, now, code="")
     if isinstance(o, InInbox) and s in (State.UPLOADING, State.PROCESSING):
         return _to(item, State.IN_INBOX, now, o.detail, code="")
