@@ -142,6 +142,7 @@ class FakeState:
         self.pfm_polls_until_processed = 1
         # The next N posts go wrong after an answer that looked right: their result fails, or they are
         # published although the answer echoed the draft flag (what draftsync must catch from the result).
+        self.pfm_list_lag = 0.0  # seconds before a new post shows in lists (a create still under way)
         self.pfm_failing_results = 0
         self.pfm_published_anyway = 0
 
@@ -579,7 +580,7 @@ class _Handler(BaseHTTPRequestHandler):
                 s.pfm_failing_results -= 1
                 kind = "failed"
             post = {"id": pid, "external_id": body.get("external_id"), "caption": body["caption"],
-                    "status": "draft" if kind == "stored" else "processing", "kind": kind, "polls": 0,
+                    "status": "draft" if kind == "stored" else "processing", "kind": kind, "polls": 0, "at": s.clock(),
                     "social_accounts": body["social_accounts"]}  # fmt: skip
             if s.pfm_echo_configs:
                 post["platform_configurations"] = body.get("platform_configurations") or {}
@@ -588,7 +589,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(201, post)
         if method == "GET" and path == "/v1/social-posts":
             ext = q.get("external_id", [None])[0]
-            data = [p for p in s.pfm_posts.values() if ext is None or p["external_id"] == ext]
+            data = [p for p in s.pfm_posts.values() if (ext is None or p["external_id"] == ext)
+                    and s.clock() - p["at"] >= s.pfm_list_lag]  # fmt: skip
             return self._send(200, {"data": data, "meta": {"total": len(data), "offset": 0, "limit": 50, "next": None}})
         if method == "GET" and path.startswith("/v1/social-posts/"):
             post = s.pfm_posts.get(path.rsplit("/", 1)[1])

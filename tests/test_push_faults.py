@@ -89,6 +89,22 @@ def test_a_post_for_me_create_whose_answer_was_lost_is_looked_up_not_repeated(
     assert lists and "external_id=draftsync-" in lists[0][1]
 
 
+def test_a_post_for_me_create_still_under_way_when_its_answer_was_lost_is_not_made_twice(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake, backend="postforme")
+    archive_videos(s, env, 1)
+    fake.state.pfm_list_lag = 120  # the post shows in lists two minutes after the create
+    fake.state.faults.append(Fault("/v1/social-posts", 1, status=504, act=True))  # a gateway timed out
+    _, cat = window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "starting" and len(fake.state.pfm_posts) == 1  # not found yet: nothing sent again
+    assert push_status(s, cat, clock.now())["budget"]["unanswered_24h"] == 1  # its slot stays counted
+    clock.advance(600)
+    window(s, clock)
+    assert len(fake.state.pfm_posts) == 1 and list(states(cat).values()) == ["in_inbox"]
+
+
 def test_a_lost_create_whose_look_up_fails_too_waits_for_the_next_window(
     env: Env, fake: FakeServer, clock: FakeClock
 ) -> None:

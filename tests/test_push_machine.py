@@ -118,6 +118,16 @@ def test_deferred_on_create_requeues_with_the_wait_and_keeps_the_code() -> None:
     assert it.log_id == "LOG1" and "too many pending shares" in it.reason
 
 
+@pytest.mark.parametrize(("after", "want"), [(machine.LOOKUP_GRACE - 1, State.STARTING),
+                                             (machine.LOOKUP_GRACE + 1, State.QUEUED)])  # fmt: skip
+def test_a_lost_create_not_found_is_believed_absent_only_after_a_grace(after: float, want: State) -> None:
+    # A gateway timeout while the service still works on the create: the post shows in its list later.
+    absent = Dead("Post for Me holds no post for it", "post_absent", absent=True)
+    it = step(item_in("starting"), absent, T0.later(after))
+    assert it.state is want
+    assert ("looked up again" in it.reason) is (want is State.STARTING)
+
+
 def test_an_unknown_create_stays_starting_until_looked_up() -> None:
     it = step(item_in("starting"), Unknown("TikTok did not answer"), NOW)
     assert it.state is State.STARTING and it.attempt == 1 and "looked up before anything is sent again" in it.reason

@@ -4,6 +4,7 @@
      ▲  ▲                │                      │                      │
      │  └────────────────┤ Deferred, NeedsReauth: the create was refused.  Unknown: stays, looked up next
      └───────────────────┴──────────────────────┴──────────────────────┘ Dead: known dead, try again later
+    starting + Dead(absent): the lost create is not found; believed only 10 min after it (else it stays)
     uploading + Pending: resume from the byte the service has, while the URL lives (else as Dead)
     processing + Pending: wait; after an hour it is stuck ► failed
     uploading + Pending(complete): every byte is there ► processing, whatever the URL's age
@@ -41,6 +42,9 @@ FINAL = (State.IN_INBOX, State.FAILED, State.SKIPPED)
 STUCK_AFTER = 3600.0  # every byte sent and still "processing" an hour later: the service will not finish it
 URL_LIFETIME = 3600.0 - 120.0  # TikTok's upload URL dies 60 min after issue (A.2); two minutes to spare
 MAX_ATTEMPTS = 5  # remote objects that died under one item before it is given up
+# A create whose answer was lost (a gateway timeout, a dropped connection) may still be under way at the
+# service and appear in its lists a little later; "no such post" is believed only this long after the create.
+LOOKUP_GRACE = 600.0
 NOT_A_DRAFT = "not_a_draft"  # code of a Rejected(halt): a post exists that the service did not confirm a draft
 
 
@@ -210,6 +214,8 @@ def step(item: Item, o: Outcome, now: Instant) -> Item:
         # It did not land and never will (unfinished, dead or rejected): the person asked for a new attempt.
         return replace(item, remote_id=None)
     if isinstance(o, Dead):
+        if s is State.STARTING and o.absent and elapsed(item.since, now) < LOOKUP_GRACE:
+            return _note(item, "the lost create is not found yet; it is looked up again before anything is sent")
         return _again(item, o, now)
     if isinstance(o, Deferred):
         if s is State.STARTING:  # the service refused the create: nothing exists
