@@ -140,6 +140,11 @@ class FakeState:
         self.pfm_posts: dict[str, dict[str, Any]] = {}
         self.pfm_post_bodies: list[dict[str, Any]] = []
         self.pfm_polls_until_processed = 1
+        # The next N posts go wrong after an answer that looked right: their result fails, or they are
+        # published although the answer echoed the draft flag (what draftsync must catch from the result).
+        self.pfm_list_lag = 0.0  # seconds before a new post shows in lists (a create still under way)
+        self.pfm_failing_results = 0
+        self.pfm_published_anyway = 0
 
     def completed_drafts(self) -> list[UploadTask]:
         return [t for t in self.tasks.values() if t.status == "SEND_TO_USER_INBOX"]
@@ -568,8 +573,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if ac.get("social_account_id") == account["id"]:
                     conf.update(ac.get("configuration") or {})
             kind = "stored" if body.get("isDraft") else "inbox_draft" if conf.get("is_draft") else "published"
+            if kind == "inbox_draft" and s.pfm_published_anyway:
+                s.pfm_published_anyway -= 1
+                kind = "published"
+            elif kind == "inbox_draft" and s.pfm_failing_results:
+                s.pfm_failing_results -= 1
+                kind = "failed"
             post = {"id": pid, "external_id": body.get("external_id"), "caption": body["caption"],
-                    "status": "draft" if kind == "stored" else "processing", "kind": kind, "polls": 0,
+                    "status": "draft" if kind == "stored" else "processing", "kind": kind, "polls": 0, "at": s.clock(),
                     "social_accounts": body["social_accounts"]}  # fmt: skip
             if s.pfm_echo_configs:
                 post["platform_configurations"] = body.get("platform_configurations") or {}
@@ -578,7 +589,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(201, post)
         if method == "GET" and path == "/v1/social-posts":
             ext = q.get("external_id", [None])[0]
-            data = [p for p in s.pfm_posts.values() if ext is None or p["external_id"] == ext]
+            data = [p for p in s.pfm_posts.values() if (ext is None or p["external_id"] == ext)
+                    and s.clock() - p["at"] >= s.pfm_list_lag]  # fmt: skip
             return self._send(200, {"data": data, "meta": {"total": len(data), "offset": 0, "limit": 50, "next": None}})
         if method == "GET" and path.startswith("/v1/social-posts/"):
             post = s.pfm_posts.get(path.rsplit("/", 1)[1])
@@ -593,9 +605,10 @@ class _Handler(BaseHTTPRequestHandler):
             post = s.pfm_posts.get(q.get("post_id", [""])[0])
             if not post or post["status"] != "processed":
                 return self._send(200, {"data": [], "meta": {"total": 0, "offset": 0, "limit": 50, "next": None}})
+            failed = post["kind"] == "failed"
             res = {"id": "spr_" + post["id"][3:], "post_id": post["id"], "social_account_id": post["social_accounts"][0],
-                   "success": True, "error": None,
-                   "details": {"status": "Saved as draft" if post["kind"] == "inbox_draft" else "Published",
+                   "success": not failed, "error": "Failed to post to TikTok" if failed else None,
+                   "details": {"status": {"inbox_draft": "Saved as draft", "failed": "Failed"}.get(post["kind"], "Published"),
                                "publish_id": "v_inbox_url~" + post["id"]},
                    "platform_data": {"id": "v_inbox_url~" + post["id"], "url": "https://www.tiktok.com/@creator"}}  # fmt: skip
             return self._send(200, {"data": [res], "meta": {"total": 1, "offset": 0, "limit": 50, "next": None}})

@@ -89,6 +89,22 @@ def test_a_post_for_me_create_whose_answer_was_lost_is_looked_up_not_repeated(
     assert lists and "external_id=draftsync-" in lists[0][1]
 
 
+def test_a_post_for_me_create_still_under_way_when_its_answer_was_lost_is_not_made_twice(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake, backend="postforme")
+    archive_videos(s, env, 1)
+    fake.state.pfm_list_lag = 120  # the post shows in lists two minutes after the create
+    fake.state.faults.append(Fault("/v1/social-posts", 1, status=504, act=True))  # a gateway timed out
+    _, cat = window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "starting" and len(fake.state.pfm_posts) == 1  # not found yet: nothing sent again
+    assert push_status(s, cat, clock.now())["budget"]["unanswered_24h"] == 1  # its slot stays counted
+    clock.advance(600)
+    window(s, clock)
+    assert len(fake.state.pfm_posts) == 1 and list(states(cat).values()) == ["in_inbox"]
+
+
 def test_a_lost_create_whose_look_up_fails_too_waits_for_the_next_window(
     env: Env, fake: FakeServer, clock: FakeClock
 ) -> None:
@@ -304,3 +320,94 @@ def test_queue_status_and_the_dry_run_never_write(env: Env, fake: FakeServer, cl
     # the dry run walks the same selection and budget as a real window: nothing now, three later
     assert "would send 0 now, 3 later" in out["push"]
     assert len(json.loads(out["queue"])["items"]) == 2  # the new video is not queued by a listing
+
+
+# --- push retry after a failure the service reported ------------------------------------------------------------
+
+
+def pusher_paused(s: object, clock: FakeClock) -> str:
+    return window(s, clock)[0].paused  # type: ignore[attr-defined, no-any-return]
+
+
+def test_push_retry_after_a_post_published_despite_the_flag_resumes_pushing_and_stops_no_more(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake, backend="postforme")
+    archive_videos(s, env, 2)
+    fake.state.pfm_published_anyway = 1  # the answer echoed is_draft; the result says it was published
+    report, cat = window(s, clock)
+    assert "not as a draft" in report.paused and sorted(states(cat).values()) == ["failed", "processing"]
+    assert pusher_paused(s, clock)  # and it stays stopped until a person has looked
+    # The owner looks at the post, deletes it, and does what the message says.
+    out = queue.retry(cat, None, Problems(cat))
+    assert out.halt_cleared and len(out.queued) == 1
+    report, _ = window(s, clock)
+    assert not report.paused, report.paused  # the post already looked at does not stop pushing again
+    assert set(states(cat).values()) == {"in_inbox"}
+    kinds = sorted(p["kind"] for p in fake.state.pfm_posts.values())
+    assert kinds == ["inbox_draft", "inbox_draft", "published"]  # each video reached the inbox once
+
+
+def test_push_retry_sends_again_a_video_whose_post_for_me_result_failed(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake, backend="postforme")
+    archive_videos(s, env, 1)
+    fake.state.pfm_failing_results = 1
+    _, cat = window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "failed" and "Failed to post to TikTok" in row["reason"]
+    queue.retry(cat, None, Problems(cat))
+    window(s, clock)  # the earlier post is checked first: it failed, so a new one is made
+    assert list(states(cat).values()) == ["in_inbox"]
+    assert sorted(p["kind"] for p in fake.state.pfm_posts.values()) == ["failed", "inbox_draft"]
+
+
+# --- every byte arrived, the answer did not --------------------------------------------------------------------------
+
+
+def test_an_upload_whose_last_answer_was_lost_is_never_initialised_again_after_its_url_expired(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake)
+    give_token(s, fake)
+    archive_videos(s, env, 1)
+    fake.state.processing_polls = 10**9  # TikTok is slow to finish
+    _, cat = window(s, clock, poll_for=0)
+    (row,) = cat.push_rows()
+    (task,) = fake.state.tasks.values()
+    assert row["state"] == "processing" and task.received == task.size
+    # A crash before the answer to the last chunk was recorded; the daemon comes back after the URL died.
+    url = f"{fake.base}/upload/?upload_id={task.upload_id}&upload_token=T{task.upload_id}"
+    cat.save_push(row["hash"], {"state": "uploading", "upload_url": url})
+    clock.advance(2 * 3600)
+    window(s, clock, poll_for=0)
+    assert list(states(cat).values()) == ["processing"] and len(init_requests(fake)) == 1
+    fake.state.processing_polls = 0
+    window(s, clock)
+    assert list(states(cat).values()) == ["in_inbox"] and len(init_requests(fake)) == 1
+
+
+class _LateClock(FakeClock):
+    """A clock whose next sleep lasts `then` seconds: a chunk's retry that arrives after the URL died."""
+
+    then = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds + self.then)
+        self.then = 0.0
+
+
+def test_a_last_chunk_that_landed_before_its_url_died_is_looked_up_not_initialised_again(
+    env: Env, fake: FakeServer
+) -> None:
+    clock = _LateClock()
+    fake.state.clock = clock.wall
+    s = push_env(env, fake)
+    give_token(s, fake)
+    archive_videos(s, env, 1)  # one chunk
+    fake.state.faults.append(Fault("/upload/", 1, drop=True))  # stored, then the connection drops
+    clock.then = 3700  # and the chunk's retry reaches TikTok after the URL's hour
+    _, cat = window(s, clock)
+    assert [r[0] for r in fake.state.requests if r[1].startswith("/upload/")] == ["PUT", "PUT"]  # the 403
+    assert list(states(cat).values()) == ["in_inbox"] and len(init_requests(fake)) == 1

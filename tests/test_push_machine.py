@@ -47,7 +47,7 @@ OUTCOMES: dict[str, Outcome] = {
 # What each state becomes after each outcome. "=" means unchanged (not even its reason).
 TABLE = """
 state        Started     Sent        Pending     InInbox     Rejected  Dead        Deferred    NeedsReauth  Unknown
-queued       queued      queued      queued      in_inbox    failed    queued      queued      queued       queued
+queued       queued      queued      queued      in_inbox    queued    queued      queued      queued       queued
 starting     uploading   =           =           =           failed    queued      queued      queued       starting
 uploading    =           processing  uploading   in_inbox    failed    queued      uploading   uploading    uploading
 processing   =           =           processing  in_inbox    failed    queued      processing  processing   processing
@@ -118,6 +118,16 @@ def test_deferred_on_create_requeues_with_the_wait_and_keeps_the_code() -> None:
     assert it.log_id == "LOG1" and "too many pending shares" in it.reason
 
 
+@pytest.mark.parametrize(("after", "want"), [(machine.LOOKUP_GRACE - 1, State.STARTING),
+                                             (machine.LOOKUP_GRACE + 1, State.QUEUED)])  # fmt: skip
+def test_a_lost_create_not_found_is_believed_absent_only_after_a_grace(after: float, want: State) -> None:
+    # A gateway timeout while the service still works on the create: the post shows in its list later.
+    absent = Dead("Post for Me holds no post for it", "post_absent", absent=True)
+    it = step(item_in("starting"), absent, T0.later(after))
+    assert it.state is want
+    assert ("looked up again" in it.reason) is (want is State.STARTING)
+
+
 def test_an_unknown_create_stays_starting_until_looked_up() -> None:
     it = step(item_in("starting"), Unknown("TikTok did not answer"), NOW)
     assert it.state is State.STARTING and it.attempt == 1 and "looked up before anything is sent again" in it.reason
@@ -128,6 +138,25 @@ def test_a_stale_id_that_cannot_be_checked_blocks_a_new_attempt() -> None:
     assert step(q, Unknown("no answer"), NOW).remote_id == "pid-earlier"  # not started blindly
     assert step(q, Pending(), NOW).remote_id is None  # known not in the inbox: a new attempt may start
     assert step(q, InInbox("late but there"), NOW).state is State.IN_INBOX
+
+
+def test_push_retry_sends_again_what_the_service_rejected_but_stops_for_a_post_not_confirmed_a_draft() -> None:
+    q = item_in("queued")  # after `push retry`, its earlier id is checked first
+    # The earlier attempt failed for good (a transient Post for Me failure, a caption judged risky): the
+    # person asked for another attempt, so the re-check lets one start instead of failing it again.
+    again = step(q, Rejected("Post for Me: Failed to post to TikTok", "result_failed"), NOW)
+    assert again.state is State.QUEUED and again.remote_id is None
+    # A post that turns out not to be a draft still fails (and halts the account, see for_account).
+    halted = step(q, Rejected("not a draft", machine.NOT_A_DRAFT, halt=True), NOW)
+    assert halted.state is State.FAILED and halted.code == machine.NOT_A_DRAFT
+    # A queued item that was never started fails on a rejection (its archived copy went missing).
+    fresh = machine.queue("blake3:bb", T0)
+    assert step(fresh, Rejected("the archived copy is missing", "archive"), NOW).state is State.FAILED
+    # `push retry` after that halt does not look at the same post again: the person has looked at it, and
+    # re-checking it would only stop pushing again, forever.
+    assert machine.retry(replace(halted, remote_id="sp_1"), NOW).remote_id is None
+    stuck = replace(item_in("failed"), remote_id="pid-stuck", code="stuck")
+    assert machine.retry(stuck, NOW).remote_id == "pid-stuck"  # a late draft is still found
 
 
 @pytest.mark.parametrize(
@@ -141,6 +170,14 @@ def test_processing_is_stuck_after_an_hour_of_pending_answers(since_offset: floa
         assert after.code == "stuck" and "push retry" in after.reason
     # other answers (no answer at all) never count as stuck
     assert step(it, Unknown("down"), T0.later(since_offset)).state is State.PROCESSING
+
+
+@pytest.mark.parametrize("age", [URL_LIFETIME - 1, URL_LIFETIME + 1])
+def test_an_upload_whose_every_byte_arrived_is_processing_whatever_its_urls_age(age: float) -> None:
+    # The last chunk landed and its answer was lost: TikTok finishes the share without the URL, so a new
+    # init would make a second draft.
+    after = step(item_in("uploading"), Pending(uploaded=10_485_760, complete=True), T0.later(age))
+    assert after.state is State.PROCESSING and after.remote_id == "pid-1" and after.upload_url is None
 
 
 @pytest.mark.parametrize(("age", "want"), [(URL_LIFETIME - 1, State.UPLOADING), (URL_LIFETIME + 1, State.QUEUED)])

@@ -21,6 +21,7 @@ from draftsync.config import Settings
 from draftsync.errors import AuthError, DraftsyncError, PushError
 from draftsync.push.auth import TokenBusy, TokenStore
 from draftsync.push.machine import (
+    NOT_A_DRAFT,
     Dead,
     Deferred,
     InInbox,
@@ -111,8 +112,9 @@ def tiktok_init_outcome(code: str, text: str, log_id: str, http: int) -> Outcome
     return Rejected(text, code, log_id)  # invalid_params, invalid_file_upload, url_ownership_unverified, ...
 
 
-def tiktok_status_outcome(code: str, text: str, log_id: str, data: dict[str, object], publish_id: str) -> Outcome:
-    """What a status answer means (spec A.4)."""
+def tiktok_status_outcome(code: str, text: str, log_id: str, data: dict[str, object], publish_id: str,
+                          size: int = 0) -> Outcome:  # fmt: skip
+    """What a status answer means (spec A.4); `size` is the file's, to tell whether every byte arrived."""
     if code != "ok":
         if code in ("invalid_publish_id", "token_not_authorized_for_specified_publish_id"):
             return Dead(text, code, log_id=log_id)
@@ -134,8 +136,9 @@ def tiktok_status_outcome(code: str, text: str, log_id: str, data: dict[str, obj
             return Dead("TikTok: too many posts by this account today", reason, 86400.0, log_id)
         return Dead(f"TikTok failed the upload: {reason}", reason, 3600.0, log_id)
     if status in ("PROCESSING_UPLOAD", "PROCESSING_DOWNLOAD"):
-        got = data.get("uploaded_bytes")
-        return Pending(int(got) if isinstance(got, int | float | str) and str(got).isdigit() else None)
+        raw = data.get("uploaded_bytes")
+        got = int(raw) if isinstance(raw, int | float | str) and str(raw).isdigit() else None
+        return Pending(got, complete=bool(size) and got is not None and got >= size)
     return Unknown(f"TikTok answered an unknown status {status!r}", "status")
 
 
@@ -203,6 +206,12 @@ class TikTokBackend:
         try:
             self.api.upload(job.path, up, job.size, start_byte=start, progress=progress)
         except UploadDead as e:
+            # A refused URL may follow a last chunk that landed with its answer lost: if TikTok holds every
+            # byte (or has delivered), the share finishes without the URL and a new init would be a second
+            # draft; so look first, and only a share known unfinished is dead.
+            seen = self.poll(job)
+            if isinstance(seen, InInbox | Unknown) or (isinstance(seen, Pending) and seen.complete):
+                return seen  # (no answer: it stays uploading and is looked at again, never re-initialised blindly)
             return Dead(str(e), e.code)
         except PushError as e:
             return Unknown(str(e), e.code) if e.retryable else Rejected(str(e), e.code)
@@ -216,7 +225,7 @@ class TikTokBackend:
             r = self.api.status(job.remote_id)
         except DraftsyncError as e:
             return _no_answer(e)
-        return tiktok_status_outcome(r.code, r.text(), r.log_id, r.data, job.remote_id)
+        return tiktok_status_outcome(r.code, r.text(), r.log_id, r.data, job.remote_id, job.size)
 
 
 # --- Post for Me --------------------------------------------------------------------------------------------
@@ -276,7 +285,7 @@ class PostForMeBackend:
             return Unknown("Post for Me's answer lacks the post id", "post_answer")
         if not confirms_draft(post, self.api.account, self.platform or "tiktok"):
             return Rejected(f"Post for Me made post {pid} without confirming it is a TikTok draft (it may be "
-                            "published); check it in Post for Me", "not_a_draft", halt=True)  # fmt: skip
+                            "published); check it in Post for Me", NOT_A_DRAFT, halt=True)  # fmt: skip
         return Started(pid)
 
     def create(self, job: Job, progress: Progress | None = None) -> Outcome:
@@ -351,7 +360,7 @@ class PostForMeBackend:
             said = str(details.get("status") or "")
             if "draft" not in said.lower():
                 return Rejected(f"Post for Me reports post {job.remote_id} as {said or 'done'!r}, not as a draft: "
-                                "check the TikTok profile", "not_a_draft", halt=True)  # fmt: skip
+                                "check the TikTok profile", NOT_A_DRAFT, halt=True)  # fmt: skip
             pd = _dict(res.get("platform_data"))
             return InInbox(f"in the TikTok inbox via Post for Me (publish_id {pd.get('id', '?')})")
         text = f"Post for Me: {res.get('error') or 'failed'} {details or ''}".strip()

@@ -4,10 +4,14 @@
      ▲  ▲                │                      │                      │
      │  └────────────────┤ Deferred, NeedsReauth: the create was refused.  Unknown: stays, looked up next
      └───────────────────┴──────────────────────┴──────────────────────┘ Dead: known dead, try again later
+    starting + Dead(absent): the lost create is not found; believed only 10 min after it (else it stays)
     uploading + Pending: resume from the byte the service has, while the URL lives (else as Dead)
     processing + Pending: wait; after an hour it is stuck ► failed
+    uploading + Pending(complete): every byte is there ► processing, whatever the URL's age
     Rejected ► failed (any active state); otherwise NeedsReauth, Deferred, Unknown wait in place
-    failed ──retry──► queued      skipped, none ──add──► queued
+    failed ──retry──► queued, which re-checks the earlier remote id first: InInbox ► in_inbox; Unknown,
+    Deferred wait; anything else (unfinished, dead, rejected) lets a new attempt start; a post not
+    confirmed a draft is not re-checked      skipped, none ──add──► queued
 
 Back-ends only talk HTTP and return one of the outcomes below; they never decide. A create (TikTok init,
 Post for Me create-post) is never repeated after an unknown answer: the item stays `starting` and the
@@ -38,6 +42,10 @@ FINAL = (State.IN_INBOX, State.FAILED, State.SKIPPED)
 STUCK_AFTER = 3600.0  # every byte sent and still "processing" an hour later: the service will not finish it
 URL_LIFETIME = 3600.0 - 120.0  # TikTok's upload URL dies 60 min after issue (A.2); two minutes to spare
 MAX_ATTEMPTS = 5  # remote objects that died under one item before it is given up
+# A create whose answer was lost (a gateway timeout, a dropped connection) may still be under way at the
+# service and appear in its lists a little later; "no such post" is believed only this long after the create.
+LOOKUP_GRACE = 600.0
+NOT_A_DRAFT = "not_a_draft"  # code of a Rejected(halt): a post exists that the service did not confirm a draft
 
 
 @dataclass(frozen=True)
@@ -81,9 +89,11 @@ class Sent:
 
 @dataclass(frozen=True)
 class Pending:
-    """The service is still on it; `uploaded` is how many bytes it holds, when it says."""
+    """The service is still on it; `uploaded` is how many bytes it holds, when it says. `complete`: it holds
+    every byte (the answer to the last chunk may have been lost), so the upload is over whatever its URL's age."""
 
     uploaded: int | None = None
+    complete: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,15 +204,18 @@ def step(item: Item, o: Outcome, now: Instant) -> Item:
         if s is State.STARTING:  # the create was refused for the account: nothing exists
             return _to(item, State.QUEUED, now, f"waiting for the account: {o.reason}", code=o.code)
         return _note(item, o.reason, o.code)
-    if isinstance(o, Rejected):
+    if isinstance(o, Rejected) and (s is not State.QUEUED or o.halt or not item.remote_id):
         return _to(item, State.FAILED, now, o.reason, code=o.code, log_id=o.log_id)
-    if s is State.QUEUED:  # only asked to re-check the remote id of an earlier, unfinished attempt
+    if s is State.QUEUED:  # only asked to re-check the remote id of an earlier attempt (`push retry`)
         if isinstance(o, InInbox):
             return _to(item, State.IN_INBOX, now, o.detail)
         if isinstance(o, Unknown | Deferred):
             return _note(item, f"could not check the earlier attempt yet: {o.reason}")
-        return replace(item, remote_id=None)  # it did not land: a new attempt may start
+        # It did not land and never will (unfinished, dead or rejected): the person asked for a new attempt.
+        return replace(item, remote_id=None)
     if isinstance(o, Dead):
+        if s is State.STARTING and o.absent and elapsed(item.since, now) < LOOKUP_GRACE:
+            return _note(item, "the lost create is not found yet; it is looked up again before anything is sent")
         return _again(item, o, now)
     if isinstance(o, Deferred):
         if s is State.STARTING:  # the service refused the create: nothing exists
@@ -215,7 +228,8 @@ def step(item: Item, o: Outcome, now: Instant) -> Item:
         nxt = State.UPLOADING if o.upload_url else State.PROCESSING
         return _to(item, nxt, now, remote_id=o.remote_id, upload_url=o.upload_url, upload_issued=now,
                    chunk_size=o.chunk_size, chunk_count=o.chunk_count, code="", log_id=o.log_id)  # fmt: skip
-    if isinstance(o, Sent) and s is State.UPLOADING:
+    if s is State.UPLOADING and (isinstance(o, Sent) or (isinstance(o, Pending) and o.complete)):
+        # Every byte is there: the share will finish without its URL, so a new init would be a second draft.
         return _to(item, State.PROCESSING, now, code="")
     if isinstance(o, InInbox) and s in (State.UPLOADING, State.PROCESSING):
         return _to(item, State.IN_INBOX, now, o.detail, code="")
@@ -246,10 +260,13 @@ def skip(hash: str, now: Instant, reason: str) -> Item:
 
 def retry(item: Item, now: Instant) -> Item:
     """`push retry`: a failed item goes back to the queue. Its last remote id is kept so that the next
-    window checks it first (a draft that arrived late is not sent twice)."""
+    window checks it first (a draft that arrived late is not sent twice), except a post the service did not
+    confirm a draft: the person was told to look at it, and checking it again would only stop pushing again."""
     if item.state is not State.FAILED:
         return item
-    return _to(item, State.QUEUED, now, "queued again by `push retry`", attempt=0, code="", log_id="")
+    remote_id = None if item.code == NOT_A_DRAFT else item.remote_id
+    return _to(item, State.QUEUED, now, "queued again by `push retry`", attempt=0, code="", log_id="",
+               remote_id=remote_id)  # fmt: skip
 
 
 def add(item: Item | None, hash: str, now: Instant) -> Item:

@@ -422,7 +422,8 @@ class Pusher:
         with self.catalog.tx():
             if new != item:
                 save(self.catalog, new)
-            mark = ledger_mark(o) if item.state is State.STARTING else None
+            # (a look-up that leaves the item starting has proven nothing yet: its slot stays counted)
+            mark = ledger_mark(o) if item.state is State.STARTING and new.state is not State.STARTING else None
             if mark and (call := self.catalog.ledger_last_unknown(self.account, item.hash)) is not None:
                 self.catalog.ledger_mark(call, mark)
             if effect.block:
