@@ -613,7 +613,8 @@ def _status(settings: Settings, as_json: bool, check: bool = False) -> int:
     print(f"next scrub:  {_local(nx['scrub'])}")
     print(f"next push:   {_local(nx['push']) if settings.push.enabled else 'pushing is off'}")
     for r in d["roots"]:
-        print(f"watching:    {r['path']}  [{r['mode']}, {r['health']}{', ' + r['detail'] if r['detail'] else ''}]"
+        state = ", ".join(str(x) for x in (r["mode"], r["health"], r["detail"]) if x)  # unset while stopped
+        print(f"watching:    {r['path']}  [{state or 'not watched yet'}]"
               f"  last event {_when(r['last_event'])}, last rescan {_when(r['last_rescan'])}")  # fmt: skip
     print(f"catalog:     {d['catalog']['path']} ({_size(d['catalog']['bytes'])})")
     pc = d["perceptual"]

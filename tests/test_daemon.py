@@ -55,6 +55,8 @@ def test_cp_mv_and_rsync_deliveries_are_archived_exactly_once(env: Env, daemon: 
     assert st["daemon"]["running"] and st["roots"][0]["mode"] == "inotify" and st["archive"]["videos"] == 4
     assert d.stop() == 0
     assert env.cli("verify").returncode == 0
+    human = env.cli("status").stdout
+    assert f"watching:    {env.inbox}  [stopped" in human and "None" not in human, human
     events = d.events()
     archived = [e for e in events if e.get("event") == "archived"]
     assert all(e.get("path") and e.get("hash") for e in archived) and len(archived) == 4
