@@ -61,3 +61,16 @@ def test_sources_are_found_by_hash_and_inode_through_small_indexes(tmp_path: Pat
     names = {r[0] for r in c._db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert not {"sources_hash", "sources_identity"} & names  # the indexes that copied whole values are gone
     c.close()
+
+
+def test_a_cleared_upload_url_leaves_no_copy_of_its_token_in_the_catalog_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "catalog.db"
+    c = Catalog(path)
+    token = "upload_token=SECRETv2c0ffee"
+    url = f"https://open-upload.tiktokapis.com/upload/?{token}"
+    c.save_push("blake3:" + "a" * 64, {"state": "uploading", "upload_url": url, "reason": "x" * 40})
+    c.save_push("blake3:" + "a" * 64, {"state": "processing", "upload_url": None})
+    c._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    leftovers = [p.name for p in path.parent.iterdir() if p.is_file() and token.encode() in p.read_bytes()]
+    assert leftovers == []
