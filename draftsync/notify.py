@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from draftsync import log
 from draftsync.problems import Change, Problem
+from draftsync.supervise import RunResult
 
 if TYPE_CHECKING:
     from draftsync.catalog import Catalog
@@ -663,12 +664,12 @@ class NotifyService:
             return
         rid, started = self._runs.pop(job, ("", now))
         with self._lock:
-            failed = [k for t, k in self._raised_at if t >= started and k in WATCHED_JOBS[job]]
-        if getattr(event, "exception", None) is not None or failed:
-            why = f"{type(event.exception).__name__}: {event.exception}" if event.exception else ", ".join(failed)
-            self._ping(ping_url(self.ping_base, job, "fail", rid), why)
-        else:
+            raised = [k for t, k in self._raised_at if t >= started and k in WATCHED_JOBS[job]]
+        ok, why = run_verdict(getattr(event, "exception", None), getattr(event, "retval", None), raised)
+        if ok:
             self._ping(ping_url(self.ping_base, job, "success", rid))
+        else:
+            self._ping(ping_url(self.ping_base, job, "fail", rid), why)
 
     def _ping(self, url: str, body: str = "") -> None:
         with self._lock:
@@ -737,6 +738,16 @@ def ping_host(url: str) -> str:
 
 # Jobs wrapped in start/success/fail pings, and the problem kinds that mean a run failed.
 WATCHED_JOBS = {"scrub": ("integrity",), "push": ("push_failed", "push_reauth")}
+
+
+def run_verdict(exception: BaseException | None, retval: object, raised: list[str]) -> tuple[bool, str]:
+    """Did a watched job's run succeed, and what to say if not? Its own `RunResult` when it gives one (the
+    scrub does); otherwise any problem of the job's kinds raised while it ran (the push window)."""
+    if exception is not None:
+        return False, f"{type(exception).__name__}: {exception}"
+    if isinstance(retval, RunResult):
+        return retval.ok, "" if retval.ok else retval.detail
+    return not raised, ", ".join(raised)
 
 
 def stale_delivery_problems(active: list[Problem], urls: list[str], ping_base: str) -> list[str]:

@@ -31,10 +31,11 @@ from draftsync.notify import (
     dump_owed,
     load_owed,
     ping_url,
+    run_verdict,
 )
 from draftsync.problems import Change, Problem, Problems
 from draftsync.runtime import Runtime
-from draftsync.supervise import Supervisor
+from draftsync.supervise import RunResult, Supervisor
 from tests.conftest import DaemonProc, Env, make_video, wait_for
 from tests.receiver import Receiver, start_receiver
 
@@ -465,6 +466,51 @@ def test_pings_around_scrub_and_push_windows_and_a_heartbeat(env: Env, receiver:
                                 "/ping/heartbeat/fail"]  # fmt: skip
     bodies = [r.body.decode() for r in receiver.got]
     assert "push_reauth" in bodies[3] and "not running" in bodies[4]
+
+
+@pytest.mark.parametrize(
+    ("exception", "retval", "raised", "verdict"),
+    [
+        (None, None, [], (True, "")),  # the push window: no problem of its kinds raised while it ran
+        (None, None, ["push_reauth"], (False, "push_reauth")),
+        (OSError("disk I/O error"), None, [], (False, "OSError: disk I/O error")),
+        (None, RunResult(False, "1 changed"), [], (False, "1 changed")),  # its own result, whatever was raised
+        (None, RunResult(True, "checked 3"), ["integrity"], (True, "")),
+    ],
+)  # fmt: skip
+def test_a_watched_run_is_judged_by_its_own_result_when_it_gives_one(exception: Any, retval: Any, raised: list[str],
+                                                                     verdict: tuple[bool, str]) -> None:  # fmt: skip
+    assert run_verdict(exception, retval, raised) == verdict
+
+
+def test_two_scrubs_with_problems_in_the_same_minute_both_ping_fail(env: Env, receiver: Receiver) -> None:
+    from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED, JobExecutionEvent, JobSubmissionEvent
+
+    from draftsync.ingest import Ingestor
+    from draftsync.integrity import scrub, scrub_result
+
+    rt = runtime(env, ping_url=receiver.http("/ping/{check}"), heartbeat_seconds=60)
+    assert ing_ok(Ingestor(rt.settings, rt.catalog, rt.archive), env)
+    env.archived_videos()[0].unlink()  # a video is gone from the archive
+    svc = NotifyService(clock=Clock())
+    assert svc.attach(rt)
+    same_minute = lambda: 1_000_000.0  # noqa: E731
+    job = rt.supervisor.job("scrub", lambda: scrub_result(scrub(rt.archive, rt.catalog, 1.0, rt.problems, same_minute)))
+    at = datetime.now(UTC)
+    for _ in range(2):
+        svc._job_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, "scrub", None, [at]))
+        svc._job_event(JobExecutionEvent(EVENT_JOB_EXECUTED, "scrub", None, at, retval=job()))
+    broken = rt.supervisor.job("scrub", lambda: 1 / 0)  # a scrub that crashed: the guard logs it, the ping fails
+    svc._job_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, "scrub", None, [at]))
+    svc._job_event(JobExecutionEvent(EVENT_JOB_EXECUTED, "scrub", None, at, retval=broken()))
+    svc.pass_once(wait=0)
+    assert receiver.paths() == ["/ping/scrub/start", "/ping/scrub/fail"] * 3
+    bodies = [r.body.decode() for r in receiver.got]
+    assert "1 missing" in bodies[1] and "1 missing" in bodies[3] and "ZeroDivisionError" in bodies[5]
+
+
+def ing_ok(ing: Any, env: Env) -> bool:
+    return ing.ingest(str(make_video(env.inbox / "s.mp4", seed=330)), str(env.inbox)).kind == "archived"
 
 
 def test_pings_that_never_arrive_are_told_as_a_problem_without_the_secret_and_cleared_when_they_do(
