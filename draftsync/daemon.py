@@ -175,6 +175,10 @@ class Pipeline:
             self.on_archived(out)
         return out
 
+    def count(self, key: str, n: int) -> None:
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + n
+
     def _tell_once(self, path: str, why: str) -> None:
         """Skipped files (empty, symlinks) are logged once, at debug level."""
         key = f"{why}\0{path}"
@@ -637,6 +641,7 @@ class Daemon:
             return
         v = self.catalog.video(out.hash)
         if v is not None:
+            self.pipeline.count("archived_bytes", v.size)  # /metrics' counter of what this process archived
             self.rt.archived(v)
 
     # --- status ----------------------------------------------------------------------------------
