@@ -46,7 +46,7 @@ from draftsync.problems import Problems
 from draftsync.runtime import Runtime, Service
 from draftsync.sdnotify import Notifier
 from draftsync.settle import IgnoreRules, Settler, Version, unchanged
-from draftsync.supervise import Supervisor
+from draftsync.supervise import RunResult, Supervisor
 from draftsync.walk import Folder, Folders, walk
 
 if TYPE_CHECKING:
@@ -174,6 +174,10 @@ class Pipeline:
         if out.kind == "archived" and self.on_archived is not None:
             self.on_archived(out)
         return out
+
+    def count(self, key: str, n: int) -> None:
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + n
 
     def _tell_once(self, path: str, why: str) -> None:
         """Skipped files (empty, symlinks) are logged once, at debug level."""
@@ -616,13 +620,14 @@ class Daemon:
         self.problems.report("files_failing", "files_failing",
                              f"{n} file(s) keep failing to archive{eg}; they are retried (see `draftsync status`)")  # fmt: skip
 
-    def _scrub(self) -> None:
+    def _scrub(self) -> RunResult:
+        """The scheduled scrub; its result decides its ping (a skipped scrub checked nothing: it failed)."""
         if not self.guard.ok:
             _log.warning("scrub skipped: the archive is not available", detail=self.guard.message)
-            return
-        from draftsync.integrity import scrub
+            return RunResult(False, f"scrub skipped: the archive is not available ({self.guard.message})")
+        from draftsync.integrity import scrub, scrub_result
 
-        scrub(self.archive, self.catalog, self.settings.archive.scrub_fraction, self.problems)
+        return scrub_result(scrub(self.archive, self.catalog, self.settings.archive.scrub_fraction, self.problems))
 
     def _add_push_job(self) -> None:
         if self.settings.push.enabled:
@@ -636,6 +641,7 @@ class Daemon:
             return
         v = self.catalog.video(out.hash)
         if v is not None:
+            self.pipeline.count("archived_bytes", v.size)  # /metrics' counter of what this process archived
             self.rt.archived(v)
 
     # --- status ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from draftsync.archive import SIDECAR_SUFFIX, Archive, record_from_sidecar, side
 from draftsync.catalog import Catalog, VideoRecord
 from draftsync.fingerprint import hash_file
 from draftsync.marker import MARKER_NAME
+from draftsync.supervise import RunResult
 
 if TYPE_CHECKING:
     from draftsync.problems import Problems
@@ -157,18 +158,30 @@ def scrub_problem(report: VerifyReport, when: str) -> str | None:
     """What the owner is told about a scrub's findings (None: nothing wrong).
 
     A video that failed is not marked verified, so the next scrub looks at it first: a clean scrub means
-    the earlier findings are mended. The time is in the message so that each scrub that still finds
-    problems is a change (its ping fails) while the notification, one per problem, is not repeated."""
+    the earlier findings are mended. The time is in the message so the owner reads when a scrub last found
+    them (the notification, one per problem, is not repeated; the scrub's ping follows `scrub_result`)."""
     if not report.problems:
         return None
+    return (
+        f"the scrub at {when} found archived videos that are not as archived: {_findings(report)}; "
+        "run `draftsync verify` for the full list and restore them from a backup or the phone"
+    )
+
+
+def _findings(report: VerifyReport) -> str:
     parts = [(report.missing, "missing"), (report.changed, "changed"), (report.unreadable, "unreadable"),
              (report.no_sidecar, "without a sidecar"), (report.unknown, "unknown")]  # fmt: skip
     found = ", ".join(f"{len(xs)} {what}" for xs, what in parts if xs)
     example = next(xs[0] for xs, _ in parts if xs)
-    return (
-        f"the scrub at {when} found archived videos that are not as archived: {found} (e.g. {example}); "
-        "run `draftsync verify` for the full list and restore them from a backup or the phone"
-    )
+    return f"{found} (e.g. {example})"
+
+
+def scrub_result(report: VerifyReport) -> RunResult:
+    """The scrub's own verdict, for its ping: failed whenever this scrub found anything, even when the
+    standing problem's message is the same as the last scrub's."""
+    if not report.problems:
+        return RunResult(True, f"checked {report.checked} video(s): all as archived")
+    return RunResult(False, f"checked {report.checked} video(s), not as archived: {_findings(report)}")
 
 
 @dataclass

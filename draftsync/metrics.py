@@ -31,8 +31,12 @@ METRICS: dict[str, tuple[str, str]] = {
     "healthy": ("gauge", "1 while the daemon beats, every loop is alive and nothing blocks archiving; else 0."),
     "heartbeat_age_seconds": ("gauge", "Seconds since the daemon's last heartbeat."),
     "problems": ("gauge", "Standing problems by kind and severity."),
-    "archived_videos_total": ("counter", "Videos in the archive."),
-    "archived_bytes_total": ("counter", "Bytes of video in the archive."),
+    # The archive's size is a gauge: it falls when videos go (a `reindex` after files were removed). What
+    # this process archived only rises (and starts again at 0 with the process): that one is a counter.
+    "archive_videos": ("gauge", "Videos in the archive (the catalog's count; falls after a reindex finds fewer)."),
+    "archive_bytes": ("gauge", "Bytes of video in the archive (the catalog's total)."),
+    "archived_videos_total": ("counter", "Videos archived by this daemon since it started."),
+    "archived_bytes_total": ("counter", "Bytes of video archived by this daemon since it started."),
     "last_ingest_timestamp_seconds": ("gauge", "Unix time of the latest archived video."),
     "ingest_failures_total": ("counter", "Failed ingest attempts since the daemon started."),
     "files_failing": ("gauge", "Source files that failed and wait for a retry."),
@@ -115,8 +119,8 @@ class DraftsyncCollector:
 
     def _archive(self) -> Iterator[Any]:
         c = self.catalog.archive_totals()
-        yield from self._one("archived_videos_total", c["videos"])
-        yield from self._one("archived_bytes_total", c["bytes"])
+        yield from self._one("archive_videos", c["videos"])
+        yield from self._one("archive_bytes", c["bytes"])
         yield from self._one("last_ingest_timestamp_seconds", c["last_ingest"])
         yield from self._one("files_failing", c["failing"])
 
@@ -124,7 +128,10 @@ class DraftsyncCollector:
         d = self._daemon()
         if not d.get("pid"):
             return
-        yield from self._one("ingest_failures_total", (d.get("counts") or {}).get("failed", 0))
+        counts = d.get("counts") or {}
+        yield from self._one("archived_videos_total", counts.get("archived", 0))
+        yield from self._one("archived_bytes_total", counts.get("archived_bytes", 0))
+        yield from self._one("ingest_failures_total", counts.get("failed", 0))
         yield from self._one("files_settling", d.get("settling", 0))
         yield from self._one("files_queued", int(d.get("queued") or 0) + int(d.get("in_flight") or 0))
 

@@ -6,11 +6,14 @@ It listens to `Problems`. What to send when is decided by a pure `Outbox` (time 
 per problem until it clears and one when it clears, changes arriving together grouped into one message,
 never more than `max_per_hour` (the rest wait and go out together). The listener only records the change;
 a supervised background thread sends, with retries per URL, so a dead notification service never slows
-ingest. Which problems were told is kept in the catalog, so a restart neither repeats nor forgets them.
+ingest. Which problems were told, the messages still owed (waiting for a retry) and when the last ones
+went out are kept in the catalog in one transaction, so a restart neither repeats nor forgets them, and
+the hourly limit holds across it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from draftsync import log
 from draftsync.problems import Change, Problem
+from draftsync.supervise import RunResult
 
 if TYPE_CHECKING:
     from draftsync.catalog import Catalog
@@ -49,6 +53,7 @@ RETRY_DELAYS = (30.0, 120.0, 600.0, 1800.0, 3600.0)  # then the message is given
 MAX_DELIVERIES = 100  # messages waiting for delivery; the oldest is dropped (and logged) beyond this
 META_ANNOUNCED = "notify_announced"
 META_DIGEST = "notify_digest_last"
+META_OUTBOX = "notify_outbox"  # messages owed and recent send times; written with META_ANNOUNCED
 
 
 @dataclass(frozen=True)
@@ -331,12 +336,56 @@ def send(url: str, msg: Message) -> tuple[bool, str]:
 Sender = Callable[[str, Message], tuple[bool, str]]
 
 
-@dataclass
+@dataclass(eq=False)  # one delivery is one object: two equal digests are two messages
 class Delivery:
     message: Message
     todo: list[int]  # indexes into the URL list still to reach
     attempts: int = 0
     next_try: float = 0.0
+
+
+_LEVELS: dict[str, Level] = {"info": "info", "success": "success", "warning": "warning", "failure": "failure"}
+
+
+def url_id(url: str) -> str:
+    """A URL's name in the catalog: a digest, never the URL itself (it carries a token)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def dump_owed(deliveries: list[Delivery], sent: list[float], urls: list[str]) -> str:
+    """What a restart must not lose: each message still owed, to which URLs, after how many attempts; and
+    when the last messages went out (for the hourly limit)."""
+    return json.dumps({
+        "deliveries": [{"title": d.message.title, "body": d.message.body, "level": d.message.level,
+                        "attachments": list(d.message.attachments), "attempts": d.attempts,
+                        "to": [url_id(urls[i]) for i in d.todo if i < len(urls)]} for d in deliveries],
+        "sent": sent,
+    })  # fmt: skip
+
+
+def load_owed(raw: str | None, urls: list[str], now: float) -> tuple[list[Delivery], list[float]]:
+    """The inverse of `dump_owed` against today's URLs: a URL no longer configured is owed nothing. A
+    message owed from before the restart is tried at once (a restart is often the owner's fix)."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    index = {url_id(u): i for i, u in enumerate(urls)}
+    out = []
+    for d in data.get("deliveries") or []:
+        try:
+            todo = sorted({index[t] for t in d["to"] if t in index})
+            level = _LEVELS.get(str(d["level"]), "info")
+            msg = Message(str(d["title"]), str(d["body"]), level, tuple(str(a) for a in d.get("attachments", ())))
+            attempts = int(d["attempts"])
+        except (KeyError, TypeError, ValueError):
+            continue  # a damaged entry is dropped, not a failed start
+        if todo:
+            out.append(Delivery(msg, todo, attempts))
+    sent = sorted(float(t) for t in data.get("sent") or [] if isinstance(t, int | float) and now - 3600 < t <= now)
+    return out, sent
 
 
 @dataclass
@@ -364,6 +413,7 @@ class NotifyService:
         self._raised_at: list[tuple[float, str]] = []  # (when, kind) of problems raised, for job outcomes
         self._fails: dict[int, int] = {}  # url index -> consecutive failed attempts
         self._ping_failing = False  # the last ping was given up
+        self._dirty = False  # deliveries changed outside the sender thread; it stores them
         self.urls: list[str] = []
         self.outbox: Outbox | None = None
         self.rt: Runtime | None = None
@@ -391,6 +441,11 @@ class NotifyService:
         if self.urls:
             announced = _load_json(rt.catalog.get_meta(META_ANNOUNCED))
             self.outbox = Outbox(cfg.events, cfg.group_seconds, cfg.max_per_hour, announced, host)
+            owed, sent = load_owed(rt.catalog.get_meta(META_OUTBOX), self.urls, self.clock())
+            self.outbox.sent.extend(sent)
+            self._deliveries = owed
+            if owed:
+                _log.info("notifications owed from before the restart are sent again", count=len(owed))
             self._reconcile(rt, announced)
             rt.problems.subscribe(self.heard)
             if "digest" in cfg.events:
@@ -446,6 +501,7 @@ class NotifyService:
         with self._lock:
             self._deliveries.append(Delivery(msg, list(range(len(self.urls)))))
             self._trim()
+            self._dirty = True  # stored by the sender thread, the only one that writes the outbox
         self.wake.set()
 
     def _trim(self) -> None:
@@ -460,15 +516,18 @@ class NotifyService:
         now = self.clock()
         with self._lock:
             changes, self._changes = self._changes, []
+            dirty, self._dirty = self._dirty, False
         if self.outbox is not None:
             for c in changes:
                 self.outbox.add(c, now)
             msg = self.outbox.due(now)
             if msg is not None:
-                self._store_announced()
                 with self._lock:
                     self._deliveries.append(Delivery(msg, list(range(len(self.urls)))))
                     self._trim()
+                dirty = True
+            if dirty:
+                self._store()  # "told" and "owed" in one transaction: a restart resumes, never re-derives
         self._deliver(now)
         self._send_pings(now)
         self.wake.wait(self._wait_for(now, wait))
@@ -488,27 +547,32 @@ class NotifyService:
             for i in list(d.todo):
                 ok, answer = self.sender(self.urls[i], d.message)
                 if ok:
-                    d.todo.remove(i)
+                    with self._lock:
+                        d.todo.remove(i)
+                        if not d.todo and d in self._deliveries:  # (`_trim` may have dropped it)
+                            self._deliveries.remove(d)
+                    self._store()  # at once: a restart must not send it again
                     self.sent_total += 1
                     self._url_ok(i)
                 else:
                     self.failed_total += 1
                     self._url_failed(i, answer)
             if not d.todo:
-                with self._lock:
-                    self._deliveries.remove(d)
                 _log.info("notification sent", title=d.message.title)
                 continue
             d.attempts += 1
             if d.attempts > len(RETRY_DELAYS):
                 with self._lock:
-                    self._deliveries.remove(d)
+                    if d in self._deliveries:
+                        self._deliveries.remove(d)
+                self._store()
                 _log.error("notification given up after retries", title=d.message.title,
                            urls=[describe_url(self.urls[i]) for i in d.todo])  # fmt: skip
                 if self.rt is not None:
                     self.rt.catalog.log_event("error", "notify", f"notification given up: {d.message.title}")
             else:
                 d.next_try = now + RETRY_DELAYS[d.attempts - 1]
+                self._store()  # its attempts count: restarts do not make a dead service retried for ever
 
     def _url_ok(self, i: int) -> None:
         if self._fails.pop(i, 0) and self.rt is not None:
@@ -526,13 +590,20 @@ class NotifyService:
                 "Check the URL with `draftsync notify test`.", severity="warning",
             )  # fmt: skip
 
-    def _store_announced(self) -> None:
+    def _store(self) -> None:
+        """Record which problems were told and which messages are still owed, together. Called on the
+        sender thread only (the Outbox is its own)."""
         if self.rt is None or self.outbox is None:
             return
+        with self._lock:
+            owed = dump_owed(self._deliveries, list(self.outbox.sent), self.urls)
+            announced = json.dumps(self.outbox.announced)
         try:
-            self.rt.catalog.set_meta(META_ANNOUNCED, json.dumps(self.outbox.announced))
+            with self.rt.catalog.tx():
+                self.rt.catalog.set_meta(META_ANNOUNCED, announced)
+                self.rt.catalog.set_meta(META_OUTBOX, owed)
         except Exception as e:  # the state disk may be the problem being told
-            _log.warning("could not record which problems were told", error=str(e))
+            _log.warning("could not record which notifications were told and which are owed", error=str(e))
 
     # --- digest ------------------------------------------------------------------------------------
 
@@ -593,12 +664,12 @@ class NotifyService:
             return
         rid, started = self._runs.pop(job, ("", now))
         with self._lock:
-            failed = [k for t, k in self._raised_at if t >= started and k in WATCHED_JOBS[job]]
-        if getattr(event, "exception", None) is not None or failed:
-            why = f"{type(event.exception).__name__}: {event.exception}" if event.exception else ", ".join(failed)
-            self._ping(ping_url(self.ping_base, job, "fail", rid), why)
-        else:
+            raised = [k for t, k in self._raised_at if t >= started and k in WATCHED_JOBS[job]]
+        ok, why = run_verdict(getattr(event, "exception", None), getattr(event, "retval", None), raised)
+        if ok:
             self._ping(ping_url(self.ping_base, job, "success", rid))
+        else:
+            self._ping(ping_url(self.ping_base, job, "fail", rid), why)
 
     def _ping(self, url: str, body: str = "") -> None:
         with self._lock:
@@ -667,6 +738,16 @@ def ping_host(url: str) -> str:
 
 # Jobs wrapped in start/success/fail pings, and the problem kinds that mean a run failed.
 WATCHED_JOBS = {"scrub": ("integrity",), "push": ("push_failed", "push_reauth")}
+
+
+def run_verdict(exception: BaseException | None, retval: object, raised: list[str]) -> tuple[bool, str]:
+    """Did a watched job's run succeed, and what to say if not? Its own `RunResult` when it gives one (the
+    scrub does); otherwise any problem of the job's kinds raised while it ran (the push window)."""
+    if exception is not None:
+        return False, f"{type(exception).__name__}: {exception}"
+    if isinstance(retval, RunResult):
+        return retval.ok, "" if retval.ok else retval.detail
+    return not raised, ", ".join(raised)
 
 
 def stale_delivery_problems(active: list[Problem], urls: list[str], ping_base: str) -> list[str]:

@@ -26,6 +26,15 @@ BACKOFF_MAX = 60.0
 FAILING_AFTER = 3  # consecutive failed passes before a loop is named by `failing()`
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """What a scheduled job says of its own run, so its start/success/fail ping follows the run itself
+    (not whether some problem's message happened to change while it ran)."""
+
+    ok: bool
+    detail: str = ""
+
+
 def backoff(streak: int) -> float:
     """Seconds to wait before the next pass after `streak` consecutive failed ones (0: none failed)."""
     if streak <= 0:
@@ -147,12 +156,15 @@ class Supervisor:
         t.start()
         return loop
 
-    def job(self, name: str, func: Callable[[], object], max_silence: float | None = None) -> Callable[[], None]:
+    def job(self, name: str, func: Callable[[], object], max_silence: float | None = None) -> Callable[[], object]:
         """Wrap a scheduler job: exceptions are logged with a traceback. An interval job gives
-        `max_silence` and is declared dead when it stops running; a cron job (weekly) gives None."""
+        `max_silence` and is declared dead when it stops running; a cron job (weekly) gives None. The job's
+        return value goes back to the scheduler (its listeners see it); a run that raised returns a failed
+        `RunResult`, since the scheduler no longer sees the exception."""
         loop = self.register(name, max_silence) if max_silence is not None else Loop(name, float("inf"), self.clock)
 
-        def run() -> None:
-            loop.guard(func)
+        def run() -> object:
+            out = loop.guard(func)
+            return RunResult(False, loop.last_error) if loop.streak else out
 
         return run

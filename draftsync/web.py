@@ -9,12 +9,16 @@ Off by default; a bare port means 127.0.0.1; it listens beyond loopback only whe
 out, and then every request needs the token from `[web] token_file` (Bearer header, or `?token=` once,
 which sets a cookie). Without a token, only requests naming a loopback host are answered (a web page
 cannot use DNS rebinding to read it). The standard library's threading HTTP server runs behind one
-supervised loop, with a bounded number of requests at a time and a time limit on each.
+supervised loop, with a bounded number of requests at a time and a time limit on each. A client has a few
+seconds in all to send its request (not per byte), and only then takes one of the request slots, so slow or
+stalled clients cannot hold the page; `/healthz` has slots of its own, so a container HEALTHCHECK or a
+monitoring probe is answered even while the page is busy.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import re
 import socket
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
 _log = log.get("draftsync.web")
 
 MAX_CONCURRENT = 16  # requests served at once; more wait briefly, then are refused
-REQUEST_TIMEOUT = 15.0  # seconds a client may take to send its request
+REQUEST_TIMEOUT = 15.0  # seconds any one read or write of a request being answered may take
 BIND_RETRY = 2.0  # seconds between attempts to listen while the address is taken
 GROUPS_TTL = 60.0  # near-duplicate groups are recomputed at most this often
 FACTS_TTL = 30.0  # counts that need a scan of a large table
@@ -55,6 +59,41 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server lets clients hold. A slow client holds only a connection, for `head_seconds` at
+    most; the request slots are taken once a whole request has arrived."""
+
+    connections: int = 64  # open at once (sending their request, or being answered); more are refused
+    concurrent: int = MAX_CONCURRENT  # requests being answered at once
+    probes: int = 2  # extra slots for /healthz alone, so a health probe is answered while the page is busy
+    head_seconds: float = 5.0  # to send the request line and headers, in all
+    request_seconds: float = REQUEST_TIMEOUT
+    slot_wait: float = 2.0  # a request waits this long for a free slot, then is refused
+
+
+def read_head(sock: socket.socket, seconds: float, limit: int = 65536,
+              clock: Callable[[], float] = time.monotonic) -> bytes | None:  # fmt: skip
+    """The request line and headers, read within `seconds` in all; None if they do not arrive in time, end
+    early or are too large. A per-read timeout alone would let a client sending a byte a second hold its
+    connection for as long as it likes."""
+    deadline = clock() + seconds
+    buf = b""
+    while b"\r\n\r\n" not in buf and b"\n\n" not in buf:
+        left = deadline - clock()
+        if left <= 0 or len(buf) > limit:
+            return None
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(4096)
+        except OSError:  # a timeout, or the client went away
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
 
 
 @dataclass
@@ -412,13 +451,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     timeout = 0.5  # handle_request returns this often when idle, so the loop beats and sees stop
 
-    def __init__(self, addr: tuple[str, int], app: App) -> None:
+    def __init__(self, addr: tuple[str, int], app: App, limits: Limits = Limits()) -> None:
         self.app = app
-        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+        self.limits = limits
+        self.connections = threading.BoundedSemaphore(limits.connections)
+        self.slots = threading.BoundedSemaphore(limits.concurrent)
+        self.probe_slots = threading.BoundedSemaphore(limits.probes)
         super().__init__(addr, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(timeout=2.0):
+        if not self.connections.acquire(timeout=self.limits.slot_wait):
             self.shutdown_request(request)  # overloaded: refuse rather than queue without bound
             return
         super().process_request(request, client_address)
@@ -427,7 +469,15 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self.connections.release()
+
+    def slot_for(self, path: str) -> threading.BoundedSemaphore | None:
+        """A request slot, taken (None: all busy). /healthz may also use the probes' own."""
+        if self.slots.acquire(timeout=0 if path == "/healthz" else self.limits.slot_wait):
+            return self.slots
+        if path == "/healthz" and self.probe_slots.acquire(timeout=self.limits.slot_wait):
+            return self.probe_slots
+        return None
 
 
 class _Server6(_Server):
@@ -441,8 +491,21 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.0"
 
+    def setup(self) -> None:
+        super().setup()
+        head = read_head(self.connection, self.server.limits.head_seconds)
+        self.connection.settimeout(self.server.limits.request_seconds)
+        self.rfile = io.BytesIO(head or b"")  # none: the connection is closed without an answer
+
     def _serve(self) -> None:
-        r = self.server.app.handle(self.command, self.path, dict(self.headers.items()))
+        slot = self.server.slot_for(urlsplit(self.path).path)
+        if slot is None:
+            r = Response.text(503, "busy: too many requests at once; try again\n", **{"Retry-After": "5"})
+        else:
+            try:
+                r = self.server.app.handle(self.command, self.path, dict(self.headers.items()))
+            finally:
+                slot.release()
         self.send_response(r.status)
         for k, v in {**SECURITY_HEADERS, **r.headers, "Content-Length": str(len(r.body))}.items():
             self.send_header(k, v)

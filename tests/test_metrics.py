@@ -83,7 +83,7 @@ def test_the_scrape_says_what_the_catalog_says(world: tuple[Any, Catalog], env: 
     assert ctype.startswith("text/plain; version=0.0.4")
     m = samples(body.decode())
     total = sum(p.stat().st_size for p in env.archived_videos())
-    assert m["draftsync_archived_videos_total"] == 3 and m["draftsync_archived_bytes_total"] == total
+    assert m["draftsync_archive_videos"] == 3 and m["draftsync_archive_bytes"] == total
     assert m[f'draftsync_build_info{{python="{__import__("platform").python_version()}",version="{__version__}"}}'] == 1
     assert m["draftsync_healthy"] == 0  # no daemon runs here
     assert m["draftsync_files_failing"] == 1
@@ -100,6 +100,29 @@ def test_the_scrape_says_what_the_catalog_says(world: tuple[Any, Catalog], env: 
     assert abs(m["draftsync_last_ingest_timestamp_seconds"] - time.time()) < 600
     assert "process_resident_memory_bytes" in m
     assert "draftsync_files_settling" not in m  # only while the daemon runs (below)
+    assert "draftsync_archived_videos_total" not in m  # what a running daemon archived: none runs here
+
+
+def test_no_counter_falls_when_a_reindex_finds_fewer_videos(world: tuple[Any, Catalog], env: Env) -> None:
+    """Prometheus treats a counter that goes down as a restart (rate() sees a reset): only what only rises
+    may be one. The archive's size is a gauge."""
+    from draftsync.integrity import reindex
+
+    s, cat = world
+
+    def scrape() -> dict[str, tuple[str, float]]:
+        fams = text_string_to_metric_families(exposition(registry(s, cat))[0].decode())
+        return {x.name: (f.type, x.value) for f in fams if f.name.startswith("draftsync_") for x in f.samples}
+
+    before = scrape()
+    gone = env.archived_videos()[0]
+    gone.unlink()
+    Path(f"{gone}.json").unlink()  # removed by hand, sidecar and all; the owner runs `reindex`
+    reindex(Archive(s.archive.root, s.archive.layout), cat)
+    after = scrape()
+    fell = [n for n, (kind, v) in after.items() if kind == "counter" and n in before and v < before[n][1]]
+    assert fell == []
+    assert after["draftsync_archive_videos"] == ("gauge", 2.0)
 
 
 def test_a_running_daemon_adds_its_live_counts(world: tuple[Any, Catalog]) -> None:
@@ -108,13 +131,16 @@ def test_a_running_daemon_adds_its_live_counts(world: tuple[Any, Catalog]) -> No
     lock.acquire("test")
     try:
         cat.set_meta("daemon", json.dumps({"pid": os.getpid(), "heartbeat": time.time() - 3, "settling": 2,
-                                           "queued": 1, "in_flight": 1, "counts": {"failed": 7}, "dead_loops": []}))  # fmt: skip
+                                           "queued": 1, "in_flight": 1, "dead_loops": [],
+                                           "counts": {"failed": 7, "archived": 2, "archived_bytes": 5000}}))  # fmt: skip
         m = samples(exposition(registry(s, cat))[0].decode())
     finally:
         lock.release()
     assert m["draftsync_healthy"] == 1 and 0 <= m["draftsync_heartbeat_age_seconds"] < 60
     assert m["draftsync_files_settling"] == 2 and m["draftsync_files_queued"] == 2
     assert m["draftsync_ingest_failures_total"] == 7
+    assert m["draftsync_archived_videos_total"] == 2 and m["draftsync_archived_bytes_total"] == 5000
+    assert m["draftsync_archive_videos"] == 3  # the archive holds more than this daemon archived
     assert "draftsync_notifications_total" not in str(m)  # no notifier configured
 
 
@@ -123,7 +149,7 @@ def test_openmetrics_is_served_to_scrapers_that_ask_for_it(world: tuple[Any, Cat
     body, ctype = exposition(registry(s, cat), "application/openmetrics-text; version=1.0.0; charset=utf-8")
     assert ctype.startswith("application/openmetrics-text")
     m = samples(body.decode(), om_families)
-    assert m["draftsync_archived_videos_total"] == 3
+    assert m["draftsync_archive_videos"] == 3
 
 
 def test_a_part_that_cannot_be_read_leaves_the_rest_of_the_scrape(world: tuple[Any, Catalog]) -> None:
@@ -134,5 +160,5 @@ def test_a_part_that_cannot_be_read_leaves_the_rest_of_the_scrape(world: tuple[A
 
     cat.roots = broken  # type: ignore[method-assign]
     m = samples(exposition(registry(s, cat))[0].decode())
-    assert m["draftsync_archived_videos_total"] == 3
+    assert m["draftsync_archive_videos"] == 3
     assert not any(k.startswith("draftsync_watch_root") for k in m)

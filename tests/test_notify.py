@@ -5,9 +5,11 @@ The decisions are table tests on the pure Outbox; delivery goes to a real Appris
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,18 +21,22 @@ from draftsync.catalog import Catalog
 from draftsync.config import load
 from draftsync.notify import (
     RETRY_DELAYS,
+    Delivery,
     Digest,
     Message,
     NotifyService,
     Outbox,
     compose_digest,
     digest_missed,
+    dump_owed,
+    load_owed,
     ping_url,
+    run_verdict,
 )
 from draftsync.problems import Change, Problem, Problems
 from draftsync.runtime import Runtime
-from draftsync.supervise import Supervisor
-from tests.conftest import Env, make_video, wait_for
+from draftsync.supervise import RunResult, Supervisor
+from tests.conftest import DaemonProc, Env, make_video, wait_for
 from tests.receiver import Receiver, start_receiver
 
 ALL = ["archive_missing", "root_missing", "watcher_restarted", "push_failed", "digest", "notify"]
@@ -296,6 +302,86 @@ def test_a_restart_neither_repeats_nor_forgets(env: Env, receiver: Receiver) -> 
     assert len(receiver.messages()) == 3 and "state disk full" in receiver.messages()[2]["title"]
 
 
+def test_owed_messages_are_kept_by_url_digest_and_only_for_urls_still_configured() -> None:
+    a, b = "json://127.0.0.1:1/a?token=s3cret", "json://127.0.0.1:2/b"
+    msg = Message("draftsync: archive missing", "the archive disk is not mounted", "failure")
+    raw = dump_owed([Delivery(msg, [0, 1], attempts=2)], [900.0, 4000.0], [a, b])
+    assert "s3cret" not in raw and "127.0.0.1" not in raw  # the catalog never holds a URL's secret
+    (d,), sent = load_owed(raw, [b], now=4600.0)  # URL a was removed from the settings
+    assert (d.message, d.todo, d.attempts, d.next_try) == (msg, [0], 2, 0.0)  # tried at once
+    assert sent == [4000.0]  # older than an hour: no longer counts against the limit
+    assert load_owed(raw, ["json://elsewhere/"], now=4600.0) == ([], [4000.0])
+    assert load_owed("{not json", [a], now=0.0) == ([], [])
+
+
+def test_messages_waiting_for_a_retry_survive_a_restart_and_arrive_once(env: Env, receiver: Receiver) -> None:
+    receiver.fail_next = 10**6  # the notification service is down
+    told = {"urls": [receiver.url()], "group_seconds": 0, "events": ["archive_missing"]}
+    rt = runtime(env, **told)
+    svc = NotifyService(clock=Clock())
+    svc.attach(rt)
+    rt.problems.report("archive_missing", "archive_missing", "the archive disk /mnt/usb is not mounted")
+    svc.pass_once(wait=0)
+    rt.problems.resolve("archive_missing")
+    svc.pass_once(wait=0)
+    assert receiver.arrived == 2 and receiver.messages() == []  # both tried, neither delivered
+    receiver.fail_next = 0  # the service is back, and the daemon restarts
+    svc2 = NotifyService(clock=Clock())
+    svc2.attach(runtime(env, **told))
+    svc2.pass_once(wait=0)
+    titles = [m["title"] for m in receiver.messages()]
+    assert len(titles) == 2 and "archive missing" in titles[0] and titles[1].endswith("archive missing resolved")
+    svc3 = NotifyService(clock=Clock())  # and once more: nothing is owed any longer
+    svc3.attach(runtime(env, **told))
+    svc3.pass_once(wait=0)
+    assert len(receiver.messages()) == 2
+
+
+def test_the_hourly_limit_holds_across_a_restart(env: Env, receiver: Receiver) -> None:
+    clock = Clock()
+    svc = NotifyService(clock=clock)
+    svc.attach(rt := runtime(env, urls=[receiver.url()], group_seconds=0, max_per_hour=1))
+    rt.problems.report("archive_missing", "archive_missing", "the archive disk is not mounted")
+    svc.pass_once(wait=0)
+    assert len(receiver.messages()) == 1
+    clock.t += 60
+    svc2 = NotifyService(clock=clock)
+    svc2.attach(rt2 := runtime(env, urls=[receiver.url()], group_seconds=0, max_per_hour=1))
+    rt2.problems.report("state_full", "state_full", "the state disk is full")
+    svc2.pass_once(wait=0)
+    assert len(receiver.messages()) == 1  # the limit's hour began before the restart
+    clock.t += 3600
+    svc2.pass_once(wait=0)
+    assert len(receiver.messages()) == 2 and "state disk full" in receiver.messages()[1]["title"]
+
+
+@pytest.mark.slow
+def test_the_daemon_restarted_while_the_service_is_down_still_tells_both_changes_once(
+    env: Env, daemon: Callable[..., DaemonProc], receiver: Receiver
+) -> None:
+    """The real daemon, a real problem (the status page's port is taken, then freed), the service down."""
+    receiver.fail_next = 10**6
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    env.write_config(web={"listen": port}, notify={"urls": [receiver.url()], "group_seconds": 0, "events": ["web"]})
+    d = daemon()
+    wait_for(lambda: receiver.arrived >= 1, 30, what="the problem's message to be tried")
+    squatter.close()
+    wait_for(lambda: receiver.arrived >= 2, 30, what="the cleared message to be tried")
+    assert d.stop() == 0 and receiver.messages() == []
+    receiver.fail_next = 0
+    d2 = daemon()
+    wait_for(lambda: len(receiver.messages()) >= 2, 30, what="both owed messages after the restart")
+    owed = lambda: json.loads(Catalog(load(str(env.config))[0].catalog_path).get_meta("notify_outbox") or "{}")  # noqa: E731
+    wait_for(lambda: owed().get("deliveries") == [], 30, what="nothing owed any more")
+    assert d2.stop() == 0
+    titles = [m["title"] for m in receiver.messages()]
+    assert len(titles) == 2 and "status page down" in titles[0] and titles[1].endswith("status page down resolved")
+    assert f"127.0.0.1:{port}" in receiver.messages()[0]["message"]
+
+
 def test_the_weekly_digest_carries_thumbnails_where_the_service_takes_attachments(env: Env, receiver: Receiver) -> None:
     from draftsync.ingest import Ingestor
     from draftsync.thumbs import Thumbnailer
@@ -380,6 +466,51 @@ def test_pings_around_scrub_and_push_windows_and_a_heartbeat(env: Env, receiver:
                                 "/ping/heartbeat/fail"]  # fmt: skip
     bodies = [r.body.decode() for r in receiver.got]
     assert "push_reauth" in bodies[3] and "not running" in bodies[4]
+
+
+@pytest.mark.parametrize(
+    ("exception", "retval", "raised", "verdict"),
+    [
+        (None, None, [], (True, "")),  # the push window: no problem of its kinds raised while it ran
+        (None, None, ["push_reauth"], (False, "push_reauth")),
+        (OSError("disk I/O error"), None, [], (False, "OSError: disk I/O error")),
+        (None, RunResult(False, "1 changed"), [], (False, "1 changed")),  # its own result, whatever was raised
+        (None, RunResult(True, "checked 3"), ["integrity"], (True, "")),
+    ],
+)  # fmt: skip
+def test_a_watched_run_is_judged_by_its_own_result_when_it_gives_one(exception: Any, retval: Any, raised: list[str],
+                                                                     verdict: tuple[bool, str]) -> None:  # fmt: skip
+    assert run_verdict(exception, retval, raised) == verdict
+
+
+def test_two_scrubs_with_problems_in_the_same_minute_both_ping_fail(env: Env, receiver: Receiver) -> None:
+    from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED, JobExecutionEvent, JobSubmissionEvent
+
+    from draftsync.ingest import Ingestor
+    from draftsync.integrity import scrub, scrub_result
+
+    rt = runtime(env, ping_url=receiver.http("/ping/{check}"), heartbeat_seconds=60)
+    assert ing_ok(Ingestor(rt.settings, rt.catalog, rt.archive), env)
+    env.archived_videos()[0].unlink()  # a video is gone from the archive
+    svc = NotifyService(clock=Clock())
+    assert svc.attach(rt)
+    same_minute = lambda: 1_000_000.0  # noqa: E731
+    job = rt.supervisor.job("scrub", lambda: scrub_result(scrub(rt.archive, rt.catalog, 1.0, rt.problems, same_minute)))
+    at = datetime.now(UTC)
+    for _ in range(2):
+        svc._job_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, "scrub", None, [at]))
+        svc._job_event(JobExecutionEvent(EVENT_JOB_EXECUTED, "scrub", None, at, retval=job()))
+    broken = rt.supervisor.job("scrub", lambda: 1 / 0)  # a scrub that crashed: the guard logs it, the ping fails
+    svc._job_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, "scrub", None, [at]))
+    svc._job_event(JobExecutionEvent(EVENT_JOB_EXECUTED, "scrub", None, at, retval=broken()))
+    svc.pass_once(wait=0)
+    assert receiver.paths() == ["/ping/scrub/start", "/ping/scrub/fail"] * 3
+    bodies = [r.body.decode() for r in receiver.got]
+    assert "1 missing" in bodies[1] and "1 missing" in bodies[3] and "ZeroDivisionError" in bodies[5]
+
+
+def ing_ok(ing: Any, env: Env) -> bool:
+    return ing.ingest(str(make_video(env.inbox / "s.mp4", seed=330)), str(env.inbox)).kind == "archived"
 
 
 def test_pings_that_never_arrive_are_told_as_a_problem_without_the_secret_and_cleared_when_they_do(

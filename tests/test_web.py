@@ -477,3 +477,102 @@ def test_an_unreadable_or_empty_token_file_keeps_the_page_off_and_says_so(env: E
         assert p is not None and "status page is off" in p.message and problem in p.message
         assert rt.supervisor.loops() == [] and _up(port) is None
         tok.unlink(missing_ok=True)
+
+
+# --- slow clients: a health probe is always answered ----------------------------------------------------
+
+
+@pytest.fixture
+def server(env: Env) -> Iterator[Callable[..., Any]]:
+    """A real status-page server on 127.0.0.1 with the given limits, serving on a thread."""
+    import threading
+
+    from draftsync.web import Limits, _Server
+
+    started: list[Any] = []
+
+    def start(**limits: Any) -> Any:
+        s, _ = load(str(env.config))
+        Catalog(s.catalog_path).close()
+        srv = _Server(("127.0.0.1", 0), App(s, Catalog.open_readonly(s.catalog_path)), Limits(**limits))
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _stalled(port: int, n: int) -> list[socket.socket]:
+    """Clients that start a request and never finish it."""
+    out = []
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1")
+        out.append(c)
+    return out
+
+
+def _still_open(c: socket.socket) -> bool:
+    c.setblocking(False)
+    try:
+        return c.recv(1) != b""  # data (never sent here) or EOF
+    except BlockingIOError:
+        return True  # nothing to read and not closed: the server still waits for this client
+    except OSError:
+        return False
+
+
+def test_stalled_clients_cannot_keep_a_health_probe_out(server: Callable[..., Any]) -> None:
+    from draftsync.web import MAX_CONCURRENT
+
+    srv = server(head_seconds=600)  # they are not cut off here: the probe must get through beside them
+    port = srv.server_address[1]
+    stalled = _stalled(port, MAX_CONCURRENT + 8)
+    try:
+        r = get(port, "/healthz", headers=LOCAL)
+        assert r.status_code in (200, 503) and "healthy" in r.json()  # an answer (503: no daemon runs here)
+        assert get(port, "/", headers=LOCAL).status_code == 200  # and the page too
+        assert all(_still_open(c) for c in stalled)
+    finally:
+        for c in stalled:
+            c.close()
+
+
+def test_a_client_sending_its_request_byte_by_byte_is_cut_off_after_the_head_time(server: Callable[..., Any]) -> None:
+    srv = server(head_seconds=0.5)
+    c = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10)
+    request = b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\nX-Padding: " + b"x" * 10_000
+    deadline = time.monotonic() + 30  # far beyond the head time, far below the per-read timeout
+    closed = False
+    for byte in request:
+        try:
+            c.sendall(bytes([byte]))
+        except OSError:
+            closed = True
+            break
+        if not _still_open(c):
+            closed = True
+            break
+        c.setblocking(True)
+        assert time.monotonic() < deadline, "the server still waits for this client's headers"
+        time.sleep(0.02)  # one byte at a time, each well within any per-read timeout
+    c.close()
+    assert closed
+
+
+def test_healthz_has_slots_of_its_own_while_the_page_is_busy(server: Callable[..., Any]) -> None:
+    srv = server(slot_wait=0.2)
+    port = srv.server_address[1]
+    taken = 0
+    while srv.slots.acquire(timeout=0):  # every request slot busy answering (slow page renders)
+        taken += 1
+    try:
+        assert "healthy" in get(port, "/healthz", headers=LOCAL).json()
+        busy = get(port, "/", headers=LOCAL)
+        assert busy.status_code == 503 and "busy" in busy.text and busy.headers["Retry-After"] == "5"
+    finally:
+        for _ in range(taken):
+            srv.slots.release()

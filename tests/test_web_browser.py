@@ -51,7 +51,7 @@ def test_the_daemon_serves_health_metrics_thumbnails_and_a_page_a_browser_shows(
         os.utime(c, (old, old))
     assert env.cli("scan").returncode == 0  # archives and compares; the daemon then makes the thumbnails
     d = daemon()
-    wait_for(lambda: all(x in _metrics(port) for x in ("draftsync_archived_videos_total 6.0",
+    wait_for(lambda: all(x in _metrics(port) for x in ("draftsync_archive_videos 6.0",
              "draftsync_thumbnails_pending 0.0", "draftsync_signatures_pending 0.0")), 60,
              what="6 videos archived, with thumbnails and signatures")  # fmt: skip
     archived = [p.name for p in env.archived_videos()]
@@ -91,8 +91,9 @@ def _check_http(env: Env, d: DaemonProc, port: int) -> None:
     assert r.status_code == 200 and r.json()["healthy"] is True and r.headers["content-type"] == "application/json"
     m = {s.name + str(sorted(s.labels.items())): s.value
          for f in text_string_to_metric_families(_metrics(port)) for s in f.samples}  # fmt: skip
-    assert m["draftsync_archived_videos_total[]"] == 6 and m["draftsync_healthy[]"] == 1
-    assert m["draftsync_archived_bytes_total[]"] == sum(p.stat().st_size for p in env.archived_videos())
+    assert m["draftsync_archive_videos[]"] == 6 and m["draftsync_healthy[]"] == 1
+    assert m["draftsync_archive_bytes[]"] == sum(p.stat().st_size for p in env.archived_videos())
+    assert m["draftsync_archived_videos_total[]"] == 0  # `scan` archived them, not this daemon
     assert m[f"draftsync_watch_root_mode[('mode', 'inotify'), ('root', '{env.inbox}')]"] == 1
     assert m[f"draftsync_watch_root_healthy[('root', '{env.inbox}')]"] == 1
     assert m["draftsync_files_settling[]"] == 0 and m["draftsync_ingest_failures_total[]"] == 0
