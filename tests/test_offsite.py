@@ -373,6 +373,9 @@ def test_wrong_credentials_pause_with_one_clear_error_and_resume_when_fixed(off:
     code, out, err = run(env, "offsite", "sync")
     assert code == 1 and "refused draftsync's credentials" in err and "Traceback" not in err
     assert "not-the-secret" not in out + err
+    code, out, err = run(env, "offsite", "verify")  # a refused HeadBucket: one sentence, each thing said once
+    assert code == 1 and "refused draftsync's credentials when checking the bucket (HTTP 403" in err, out + err
+    assert "403 403" not in err and "retried" not in err
     assert status(env)["offsite"]["paused"]
 
     # The daemon's service: paused with one problem however often it tries, resumed when the key works.
