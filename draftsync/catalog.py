@@ -249,6 +249,35 @@ _MIGRATIONS: dict[int, str] = {
     DROP INDEX IF EXISTS sources_identity;
     CREATE INDEX sources_inode ON sources(inode)
     """,
+    # The offsite copy's state per target: when [offsite] points somewhere else, the old target's rows and
+    # the parts of its unfinished uploads are shelved here (not deleted), so switching back finds them and
+    # the uploads draftsync started there can still be resumed or aborted.
+    11: """
+    CREATE TABLE offsite_shelf(
+        target TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        state TEXT NOT NULL,
+        etag TEXT,
+        upload_id TEXT,
+        part_size INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        reason TEXT,
+        queued_at REAL NOT NULL,
+        stored_at REAL,
+        checked_at REAL,
+        PRIMARY KEY(target, hash)
+    );
+    CREATE TABLE offsite_shelf_parts(
+        target TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        upload_id TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        checksum TEXT,
+        PRIMARY KEY(target, hash, upload_id, part)
+    )
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -258,6 +287,17 @@ def make_private_dir(path: Path) -> None:
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
+
+
+@dataclass(frozen=True)
+class Retarget:
+    """What `offsite_retarget` did: the target moved away from (None when nothing changed), how many rows of
+    the new target came back from the shelf, and the unfinished uploads (archive path, upload id) left on
+    the old one."""
+
+    previous: str | None
+    restored: int
+    unfinished: list[tuple[str, str]]
 
 
 @dataclass
@@ -1178,18 +1218,83 @@ class Catalog:
             )
             return cur.rowcount
 
-    def offsite_retarget(self, target: str) -> bool:
-        """Forget the copy state when the bucket or prefix changed (the new place has none of it yet)."""
+    def offsite_target(self) -> str | None:
+        """The target (endpoint|bucket|prefix) the `offsite` table's rows are about; None before the first copy."""
+        return self.get_meta("offsite_target")
+
+    def offsite_retarget(self, target: str, now: float | None = None) -> Retarget:
+        """Make `target` the one the `offsite` table is about. The previous target's rows go to the shelf
+        (nothing is forgotten) and `target`'s shelved rows, if it was used before, come back; a row that was
+        being copied comes back pending, its multipart upload kept for a resume."""
+        t = time.time() if now is None else now
         with self.tx() as db:
             row = db.execute("SELECT value FROM meta WHERE key='offsite_target'").fetchone()
-            if row is not None and row[0] == target:
-                return False
-            changed = row is not None
-            if changed:
+            old = row[0] if row is not None else None
+            if old == target:
+                return Retarget(None, 0, [])
+            if old is not None:
+                db.execute("DELETE FROM offsite_shelf WHERE target=?", (old,))
+                db.execute("DELETE FROM offsite_shelf_parts WHERE target=?", (old,))
+                db.execute(
+                    "INSERT INTO offsite_shelf(target, hash, state, etag, upload_id, part_size, attempts, reason, "
+                    "queued_at, stored_at, checked_at) SELECT ?, hash, state, etag, upload_id, part_size, attempts, "
+                    "reason, queued_at, stored_at, checked_at FROM offsite",
+                    (old,),
+                )
+                db.execute(
+                    "INSERT INTO offsite_shelf_parts SELECT ?, p.hash, p.upload_id, p.part, p.etag, p.size, p.checksum "
+                    "FROM offsite_parts p JOIN offsite o ON o.hash = p.hash AND o.upload_id = p.upload_id",
+                    (old,),
+                )
                 db.execute("DELETE FROM offsite")
                 db.execute("DELETE FROM offsite_parts")
+            back = db.execute(
+                "INSERT INTO offsite(hash, state, etag, upload_id, part_size, owner, attempts, reason, next_try, "
+                "queued_at, updated_at, stored_at, checked_at) SELECT s.hash, CASE s.state WHEN 'uploading' THEN "
+                "'pending' ELSE s.state END, s.etag, s.upload_id, s.part_size, NULL, s.attempts, s.reason, NULL, "
+                "s.queued_at, ?, s.stored_at, s.checked_at FROM offsite_shelf s JOIN videos v ON v.hash = s.hash "
+                "WHERE s.target=?",
+                (t, target),
+            ).rowcount
+            db.execute(
+                "INSERT INTO offsite_parts SELECT p.hash, p.upload_id, p.part, p.etag, p.size, p.checksum "
+                "FROM offsite_shelf_parts p JOIN offsite o ON o.hash = p.hash AND o.upload_id = p.upload_id "
+                "WHERE p.target=?",
+                (target,),
+            )
+            db.execute("DELETE FROM offsite_shelf WHERE target=?", (target,))
+            db.execute("DELETE FROM offsite_shelf_parts WHERE target=?", (target,))
             db.execute("INSERT OR REPLACE INTO meta VALUES('offsite_target', ?)", (target,))
-            return changed
+            left = (
+                [(str(r[0]), str(r[1])) for r in db.execute(
+                    "SELECT v.archive_path, s.upload_id FROM offsite_shelf s JOIN videos v ON v.hash = s.hash "
+                    "WHERE s.target=? AND s.upload_id IS NOT NULL ORDER BY v.archive_path", (old,))]
+                if old is not None else []
+            )  # fmt: skip
+            return Retarget(old, back, left)
+
+    def offsite_shelved(self, target: str) -> list[dict[str, Any]]:
+        """The shelved rows of a target draftsync copied to before (read-only commands look, never move)."""
+        rows = self._q(
+            "SELECT s.*, v.archive_path, v.size FROM offsite_shelf s JOIN videos v ON v.hash = s.hash "
+            "WHERE s.target=? ORDER BY v.archive_path",
+            (target,),
+        )
+        return [dict(r) for r in rows]
+
+    def offsite_shelved_uploads(self) -> list[tuple[str, str, str, str]]:
+        """Unfinished multipart uploads on targets draftsync moved away from: (target, hash, path, upload id)."""
+        rows = self._q(
+            "SELECT s.target, s.hash, v.archive_path, s.upload_id FROM offsite_shelf s JOIN videos v ON v.hash = s.hash "
+            "WHERE s.upload_id IS NOT NULL ORDER BY s.target, v.archive_path"
+        )
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+    def offsite_shelf_forget_upload(self, target: str, hash: str) -> None:
+        """A shelved multipart upload was aborted: its row waits without it (switching back starts it anew)."""
+        with self.tx() as db:
+            db.execute("UPDATE offsite_shelf SET upload_id=NULL WHERE target=? AND hash=?", (target, hash))
+            db.execute("DELETE FROM offsite_shelf_parts WHERE target=? AND hash=?", (target, hash))
 
     def offsite_due(self, now: float, states: tuple[str, ...], limit: int) -> list[dict[str, Any]]:
         """Rows in `states` whose retry time has come, oldest first, with the video's path and size."""
@@ -1273,7 +1378,9 @@ class Catalog:
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def offsite_upload_ids(self) -> set[str]:
-        return {r[0] for r in self._q("SELECT upload_id FROM offsite WHERE upload_id IS NOT NULL")}
+        """Every multipart upload id draftsync recorded, for the current target and shelved ones."""
+        return {r[0] for r in self._q("SELECT upload_id FROM offsite WHERE upload_id IS NOT NULL UNION "
+                                      "SELECT upload_id FROM offsite_shelf WHERE upload_id IS NOT NULL")}  # fmt: skip
 
     def offsite_for_scrub(self, limit: int) -> list[dict[str, Any]]:
         rows = self._q(

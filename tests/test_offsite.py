@@ -373,6 +373,9 @@ def test_wrong_credentials_pause_with_one_clear_error_and_resume_when_fixed(off:
     code, out, err = run(env, "offsite", "sync")
     assert code == 1 and "refused draftsync's credentials" in err and "Traceback" not in err
     assert "not-the-secret" not in out + err
+    code, out, err = run(env, "offsite", "verify")  # a refused HeadBucket: one sentence, each thing said once
+    assert code == 1 and "refused draftsync's credentials when checking the bucket (HTTP 403" in err, out + err
+    assert "403 403" not in err and "retried" not in err
     assert status(env)["offsite"]["paused"]
 
     # The daemon's service: paused with one problem however often it tries, resumed when the key works.
@@ -489,11 +492,12 @@ def test_scrub_heals_vanished_objects_reports_changed_ones_and_restore_refuses_t
     assert f"{changed.relative_to(env.archive).as_posix()}: downloaded content hashes to" in err
     assert not (restored / changed.relative_to(env.archive)).exists()
     assert [p for p in restored.rglob("*") if p.name.startswith(".draftsync-")] == []
-    # Run again: what is there is kept, the damaged one still refused; a label filter leaves all out.
+    # Run again: what is there is kept, the damaged one still refused; a label nothing has is named as such.
     code, out, _ = run(env, "offsite", "restore", "--to", str(restored))
     assert code == 1 and "0 restored" in out and "2 already there" in out
-    code, out, _ = run(env, "offsite", "restore", "--to", str(tmp_path / "r2"), "--label", "nothing-has-this")
-    assert code == 0 and "4 left out" in out  # the stray object has no sidecar to tell its label
+    code, out, err = run(env, "offsite", "restore", "--to", str(tmp_path / "r2"), "--label", "nothing-has-this")
+    assert code == 2 and "has the label 'nothing-has-this'; the labels there: camera" in err, out + err
+    assert list((tmp_path / "r2").rglob("*.mp4")) == []
 
 
 def test_a_sidecar_object_changed_behind_draftsyncs_back_is_found_by_verify(off: Off) -> None:
@@ -607,3 +611,210 @@ def test_a_changed_archive_file_is_never_completed_and_abandoned_uploads_are_abo
     assert "no longer has the content the catalog recorded" in report.failed[0][1]
     assert off.key_of(long) not in off.objects() and len(off.objects()) == 2  # the other video and its sidecar
     assert stray not in [u["UploadId"] for u in off.uploads()] and off.uploads() == []
+
+
+# --- another target: state kept per target, read-only commands change nothing ---------------------------
+
+
+def _stop_after_first_part(env: Env, settings: Any) -> None:
+    """Leave a multipart upload in progress, as a stopped daemon does: stop once the store acknowledged a
+    part (checked before each part, so with 5 parts and 2 buffers it stops before the last)."""
+    from draftsync.archive import Archive
+    from draftsync.offsite.upload import Uploader
+
+    catalog = Catalog(settings.catalog_path)
+    try:
+        up = Uploader(settings, catalog, Archive(settings.archive.root, settings.archive.layout),
+                      should_stop=lambda: parts_recorded(env) >= 1)  # fmt: skip
+        assert up.drain().stopped
+    finally:
+        catalog.close()
+
+
+def test_another_target_keeps_each_targets_state_and_read_only_commands_change_nothing(
+    off: Off, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from draftsync.offsite import cli as offsite_cli
+
+    env = off.env
+    monkeypatch.setattr(offsite_cli, "RETRIES", ())
+    make_video(env.inbox / "VID_1.mp4", seed=81)
+    (env.inbox / "long.mp4").write_bytes(os.urandom(11 * 1024 * 1024))
+    scan(env)
+    assert run(env, "offsite", "sync")[0] == 0
+    before = rows(env)
+    assert all(r["state"] == "stored" and r["etag"] for r in before.values())
+
+    # A typo in endpoint_url, as a one-off override: verify and status fail or look, and change nothing.
+    monkeypatch.setenv("DRAFTSYNC_OFFSITE__ENDPOINT_URL", "http://127.0.0.1:9")
+    code, out, err = run(env, "offsite", "verify")
+    assert code == 1 and "nothing was retried" in err and "retried later" not in err and "Traceback" not in err
+    assert "the copy moves to" in status(env)["offsite"]["summary"]
+    code, out, err = run(env, "offsite", "sync")  # the new target never answered: the state does not move
+    assert code == 1 and "nothing copied to" in err and "run `draftsync offsite sync` again once" in err, out + err
+    monkeypatch.delenv("DRAFTSYNC_OFFSITE__ENDPOINT_URL")
+    assert rows(env) == before
+
+    # Another bucket, read-only: compared with nothing recorded there, nothing changed here.
+    other = off.s3.new_bucket()
+    monkeypatch.setenv("DRAFTSYNC_OFFSITE__URL", f"s3://{other}/elsewhere")
+    code, out, err = run(env, "offsite", "verify")
+    assert code == 0 and "2 not copied yet" in out and "nothing was changed" in out, out + err
+    monkeypatch.delenv("DRAFTSYNC_OFFSITE__URL")
+    assert rows(env) == before
+
+    # A third video's multipart upload is in progress when the copy moves to the other bucket: the upload
+    # draftsync started there is aborted (storage services charge for its parts), nothing else is touched.
+    (env.inbox / "long2.mp4").write_bytes(os.urandom(21 * 1024 * 1024))
+    scan(env)
+    settings, _ = load(str(env.config))
+    _stop_after_first_part(env, settings)
+    (pending,) = [u["UploadId"] for u in off.uploads()]
+    monkeypatch.setenv("DRAFTSYNC_OFFSITE__URL", f"s3://{other}/elsewhere")
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "3 copied" in out, out + err
+    assert off.uploads() == [] and len(off.objects()) == 4  # the two videos copied before and their sidecars
+    assert "counts are for" not in status(env)["offsite"]["summary"]
+    monkeypatch.delenv("DRAFTSYNC_OFFSITE__URL")
+
+    # Back to the first bucket: its state is found again (nothing is asked of the store for the two stored
+    # videos: their rows, ETags and times are the ones recorded), and the interrupted video starts over.
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "1 copied, 0 already in the bucket" in out, out + err
+    after = rows(env)
+    for rel, row in before.items():
+        assert {k: after[rel][k] for k in ("state", "etag", "stored_at")} == {
+            k: row[k] for k in ("state", "etag", "stored_at")
+        }
+    assert pending not in [u["UploadId"] for u in off.uploads()] and len(off.objects()) == 6
+
+    # The recorded ETags survived the round trip: an object forged with the same size and metadata is found.
+    v = next(p for p in env.archived_videos() if p.name.endswith(".mp4") and p.stat().st_size < 1 << 20)
+    forged = bytearray(v.read_bytes())
+    forged[len(forged) // 2] ^= 0xFF
+    off.client.put_object(Bucket=off.bucket, Key=off.key_of(v), Body=bytes(forged), Metadata={"blake3": b3(v)})
+    code, out, err = run(env, "offsite", "verify")
+    assert code == 1 and f"changed: {off.key_of(v)}: its content hashes to" in out, out + err
+
+
+def test_unfinished_uploads_left_on_an_unreachable_old_target_stand_as_a_problem(
+    off: Off, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = off.env
+    proxy.up()
+    off.configure(endpoint_url=proxy.endpoint)
+    (env.inbox / "long.mp4").write_bytes(os.urandom(21 * 1024 * 1024))
+    scan(env)
+    settings, _ = load(str(env.config))
+    _stop_after_first_part(env, settings)
+    (pending,) = [u["UploadId"] for u in off.uploads()]
+    proxy.down()  # the old target cannot be reached to abort it; the new one (the same server, directly) can
+    other = off.s3.new_bucket()
+    monkeypatch.setenv("DRAFTSYNC_OFFSITE__URL", f"s3://{other}")
+    monkeypatch.setenv("DRAFTSYNC_OFFSITE__ENDPOINT_URL", off.s3.endpoint)
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "1 copied" in out, out + err
+    (problem,) = [p for p in status(env)["problems"] if p["kind"] == "offsite"]
+    assert "1 unfinished multipart upload(s)" in problem["message"] and pending in problem["message"]
+    assert f"s3://{off.bucket}/{off.prefix}/ at {proxy.endpoint}" in problem["message"]
+    assert [u["UploadId"] for u in off.uploads()] == [pending]  # still there, and still known
+
+    monkeypatch.delenv("DRAFTSYNC_OFFSITE__URL")
+    monkeypatch.delenv("DRAFTSYNC_OFFSITE__ENDPOINT_URL")
+    proxy.up()  # back to it: the recorded upload resumes and completes
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "1 copied" in out, out + err
+    assert off.uploads() == [] and len(off.objects()) == 2
+
+
+# --- abandoned uploads: only draftsync's, at most once a day, with or without work ----------------------
+
+
+def test_with_an_empty_prefix_only_draftsyncs_own_abandoned_uploads_are_aborted_daily(off: Off) -> None:
+    import time
+
+    from draftsync.archive import Archive
+    from draftsync.offsite.upload import Uploader
+
+    env = off.env
+    off.configure(url=f"s3://{off.bucket}")
+    make_video(env.inbox / "VID_1.mp4", seed=83)
+    scan(env)
+    assert run(env, "offsite", "sync")[0] == 0
+    key = env.archived_videos()[0].relative_to(env.archive).as_posix()
+    assert key in off.objects()
+
+    def start(k: str) -> str:
+        return str(off.client.create_multipart_upload(Bucket=off.bucket, Key=k)["UploadId"])
+
+    foreign = start("backups/db.tar")  # another tool's upload in the same bucket
+    crashed = start(key)  # draftsync's, from a crash between starting it and recording its id
+    assert sorted(u["UploadId"] for u in off.uploads()) == sorted([foreign, crashed])
+    now = [time.time() + 2 * 86400]
+    settings, _ = load(str(env.config))
+    catalog = Catalog(settings.catalog_path)
+    try:
+        up = Uploader(settings, catalog, Archive(settings.archive.root, settings.archive.layout), clock=lambda: now[0])
+        report = up.drain()  # nothing to copy: the clean-up runs anyway
+        assert report.left == 0 and report.stored == []
+        assert sorted(u["UploadId"] for u in off.uploads()) == [foreign]
+        again = start(key)
+        up.drain()  # the same day: no second look
+        assert sorted(u["UploadId"] for u in off.uploads()) == sorted([foreign, again])
+        now[0] += 86400
+        up.drain()
+        assert [u["UploadId"] for u in off.uploads()] == [foreign]
+    finally:
+        catalog.close()
+
+
+# --- restore a subset ----------------------------------------------------------------------------------
+
+
+def test_restore_by_label_or_date_brings_exactly_that_subset_and_reindex_accepts_it(
+    off: Off, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from draftsync.offsite.store import S3Store
+
+    env = off.env
+    env.config.write_text(env.config.read_text() + '[[labels]]\nlabel = "tiktok"\nname = "*tiktok*"\n')
+    made = {
+        "old": make_video(env.inbox / "VID_old.mp4", seed=84, creation_time="2023-05-01T10:00:00.000000Z"),
+        "tiktok": make_video(env.inbox / "tiktok_b.mp4", seed=85, creation_time="2024-06-01T10:00:00.000000Z"),
+        "new": make_video(env.inbox / "VID_new.mp4", seed=86, creation_time="2024-07-02T10:00:00.000000Z"),
+    }
+    want = {name: b3(p) for name, p in made.items()}
+    scan(env)
+    assert run(env, "offsite", "sync")[0] == 0
+    assert sum(k.endswith(".json") for k in off.objects()) == 3
+
+    got: list[str] = []
+    real_get = S3Store.get
+
+    def counting_get(self: S3Store, key: str) -> Any:
+        got.append(key)
+        return real_get(self, key)
+
+    monkeypatch.setattr(S3Store, "get", counting_get)
+
+    def restored(to: Path) -> set[str]:
+        return {b3(p) for p in to.rglob("*.mp4")}
+
+    by_label = tmp_path / "by-label"
+    code, out, err = run(env, "offsite", "restore", "--to", str(by_label), "--label", "tiktok")
+    assert code == 0 and "1 restored" in out and "2 left out by --label/--since" in out, out + err
+    assert restored(by_label) == {want["tiktok"]}
+    assert all("/tiktok/" in k for k in got), got  # the other labels' sidecars were never downloaded
+
+    got.clear()
+    by_date = tmp_path / "by-date"
+    code, out, err = run(env, "offsite", "restore", "--to", str(by_date), "--since", "2024-07-01")
+    assert code == 0 and "1 restored" in out and "2 left out" in out, out + err
+    assert restored(by_date) == {want["new"]}
+    assert not any("/2023/" in k for k in got), got  # a month folder wholly before --since is not read
+
+    fresh = Env(tmp_path, env.inbox, by_date, tmp_path / "state2", tmp_path / "fresh.toml")
+    fresh.write_config()
+    assert run(fresh, "reindex")[0] == 0
+    code, out, err = run(fresh, "verify")
+    assert code == 0 and "1 videos checked" in out, out + err

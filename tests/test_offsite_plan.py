@@ -14,10 +14,14 @@ from draftsync.config import Settings, parse_rate
 from draftsync.offsite.check import choose_sample, sidecar_problem
 from draftsync.offsite.plan import (
     MIB,
+    ORPHAN_AGE,
     Kind,
     Outcome,
+    abandoned,
+    answer,
     backoff,
     classify,
+    cleanup_due,
     part_size_for,
     parts,
     rel_of,
@@ -26,7 +30,7 @@ from draftsync.offsite.plan import (
     summarize,
     video_key,
 )
-from draftsync.offsite.restore import entries, wanted
+from draftsync.offsite.restore import entries, excluded_by_key, key_fields, key_pattern, wanted
 from draftsync.offsite.store import Remote, Throttle
 from tests.conftest import Env
 from tests.test_offsite import run
@@ -259,3 +263,92 @@ def test_help_status_and_scan_do_not_load_boto3(env: Env) -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip().endswith("CLEAN"), r.stdout + r.stderr
+
+
+# --- how a store's answer reads ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "detail", "expected"),
+    [
+        (403, "403", "Forbidden", "HTTP 403: Forbidden"),  # HeadBucket: no body, the code is the status again
+        (403, "AccessDenied", "Access Denied", "HTTP 403 AccessDenied: Access Denied"),
+        (None, "EndpointConnectionError", 'Could not connect to "http://x"', 'EndpointConnectionError: Could not connect to "http://x"'),
+        (503, "SlowDown", "SlowDown", "HTTP 503 SlowDown"),
+        (None, "", "", "no answer"),
+    ],
+)  # fmt: skip
+def test_a_store_answer_says_each_thing_once(status: int | None, code: str, detail: str, expected: str) -> None:
+    assert answer(status, code, detail) == expected
+
+
+# --- which multipart uploads draftsync may abort -------------------------------------------------------
+
+T = 10 * 86400.0
+OLD = T - ORPHAN_AGE - 1
+
+
+@pytest.mark.parametrize(
+    ("upload", "prefix", "expected"),
+    [
+        (("home/2024/01/camera/a.mp4", "u1", OLD), "home/", True),  # under draftsync's own prefix, a day old
+        (("home/left/behind.mp4", "u1", OLD), "home/", True),  # any key under a non-empty prefix is ours
+        (("home/2024/01/camera/a.mp4", "u1", T - 60), "home/", False),  # started a minute ago: maybe running
+        (("home/2024/01/camera/a.mp4", "known", OLD), "home/", False),  # recorded: draftsync resumes it
+        (("other/x.bin", "u1", OLD), "home/", False),  # outside the prefix
+        (("2024/01/camera/a.mp4", "u1", OLD), "", True),  # empty prefix: the key of a catalogued video
+        (("backups/db.tar", "u1", OLD), "", False),  # empty prefix: another tool's upload, never touched
+        (("2024/01/camera/b.mp4", "u1", OLD), "", False),  # empty prefix: a key no catalogued video has
+        (("home/a.mp4", "u1", 0.0), "home/", False),  # no start time: cannot tell its age
+    ],
+)  # fmt: skip
+def test_only_uploads_draftsync_started_and_abandoned_are_aborted(upload: tuple[str, str, float], prefix: str,
+                                                                    expected: bool) -> None:  # fmt: skip
+    ours = {prefix + "2024/01/camera/a.mp4"}
+    assert abandoned([upload], {"known"}, ours, prefix, T) == ([upload[:2]] if expected else [])
+
+
+@pytest.mark.parametrize(
+    ("last", "now", "expected"),
+    [(None, T, True), (T - 3600, T, False), (T - 86400, T, True), (T + 3600, T, True)],
+)
+def test_abandoned_uploads_are_looked_for_at_most_once_a_day(last: float | None, now: float, expected: bool) -> None:
+    assert cleanup_due(last, now) is expected  # a clock set back does not stop the clean-up for good
+
+
+# --- restore's selection by key -----------------------------------------------------------------------
+
+LAYOUT = "{year}/{month}/{label}/{date}_{time}_{hash8}{ext}"
+
+
+@pytest.mark.parametrize(
+    ("layout", "rel", "expected"),
+    [
+        (LAYOUT, "2024/03/camera/2024-03-05_101500_abcdef12.mp4", {"year": "2024", "month": "03", "label": "camera"}),
+        (LAYOUT, "camera/old-layout.mp4", {}),  # written under another layout: the sidecar decides
+        (LAYOUT, "2024/13/camera/x.mp4", {}),  # not a month
+        ("{label}/{year}-{month}/{stem}{ext}", "tiktok/2024-03/a.mp4", {"label": "tiktok"}),  # shared folder: no month
+        ("{stem}_{hash8}{ext}", "a_abcdef12.mp4", {}),  # nothing in folders
+    ],
+)  # fmt: skip
+def test_a_key_shows_year_month_and_label_only_when_it_fits_the_layout(layout: str, rel: str,
+                                                                      expected: dict[str, str]) -> None:  # fmt: skip
+    assert key_fields(key_pattern(layout), rel) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "label", "since", "excluded"),
+    [
+        ({"year": "2024", "month": "03", "label": "camera"}, "tiktok", None, True),
+        ({"year": "2024", "month": "03", "label": "camera"}, "camera", None, False),
+        ({"year": "2024", "month": "03", "label": "my_clip"}, "my:clip", None, False),  # the folder is sanitized
+        ({"year": "2024", "month": "03"}, None, "2024-04-02", True),  # the whole month is before
+        ({"year": "2024", "month": "03"}, None, "2024-04-01", False),  # 31 March could be 1 April elsewhere
+        ({"year": "2024", "month": "12"}, None, "2025-01-02", True),  # across the year
+        ({"year": "2024", "month": "03"}, None, "2024-03-20", False),  # the sidecar's date decides
+        ({}, "tiktok", "2030-01-01", False),  # the key says nothing: the sidecar decides
+    ],
+)  # fmt: skip
+def test_the_key_alone_leaves_out_only_what_cannot_match(fields: dict[str, str], label: str | None,
+                                                         since: str | None, excluded: bool) -> None:  # fmt: skip
+    assert excluded_by_key(fields, label, since) is excluded

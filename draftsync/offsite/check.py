@@ -40,6 +40,7 @@ class CheckReport:
     rehashed: int = 0
     not_copied: int = 0  # the backlog: not expected in the bucket yet
     adopted: int = 0  # found there with the right content though the catalog did not know
+    current: bool = True  # the configured target is the one the catalog's copy state is about
     missing: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
@@ -115,12 +116,17 @@ def verify(
     """Compare the bucket with the catalog. `chosen` (hashes) overrides the random `sample`."""
     cfg = settings.offsite
     report = CheckReport()
-    catalog.offsite_retarget(target_id(cfg))
-    catalog.offsite_add_missing(clock())
+    tid = target_id(cfg)
+    report.current = here = catalog.offsite_target() in (None, tid)
+    if here:
+        catalog.offsite_retarget(tid)  # the first look records the target; it never moves state
+        catalog.offsite_add_missing(clock())
     listing = {o.key: o for o in store.objects()}
     report.objects = len(listing)
     videos = catalog.iter_videos()
-    rows = {r["hash"]: r for r in catalog.offsite_rows()}
+    # Another target than the copy's (an environment override, a typo): compared with what draftsync recorded
+    # for it when it copied there, if ever, and nothing in the catalog changes; only a copy pass moves state.
+    rows = {r["hash"]: r for r in (catalog.offsite_rows() if here else catalog.offsite_shelved(tid))}
     if chosen is None:
         chosen = choose_sample([v.hash for v in videos], sample, rng or random.Random())
     expected: set[str] = set()
@@ -179,13 +185,15 @@ def verify(
                 continue
         report.ok += 1
         if stored:
-            catalog.offsite_update(v.hash, checked_at=now)
-        else:
+            if here:
+                catalog.offsite_update(v.hash, checked_at=now)
+            continue
+        if here:
             catalog.offsite_update(v.hash, state="stored", etag=obj.etag, stored_at=now, checked_at=now, owner=None,
                                    reason="found in the bucket", upload_id=None, attempts=0)  # fmt: skip
-            report.adopted += 1
+        report.adopted += 1
     report.extra = sorted(k for k in listing if k not in expected)
-    if requeue:
+    if requeue and here:
         catalog.offsite_requeue(requeue, "missing from the bucket; copied again")
     return report
 

@@ -116,7 +116,7 @@ def _interruptible() -> tuple[threading.Event, Any]:
 def sync(settings: Settings) -> int:
     from draftsync.archive import Archive
     from draftsync.catalog import Catalog
-    from draftsync.offsite.plan import status
+    from draftsync.offsite.plan import status, target_id
     from draftsync.offsite.upload import Uploader
     from draftsync.problems import Problems
 
@@ -152,6 +152,15 @@ def sync(settings: Settings) -> int:
             break
         bar.stop()
         st = status(settings, catalog)
+        if catalog.offsite_target() != target_id(settings.offsite):
+            # The configured target never answered, so the copy state did not move there: the counts below
+            # would be the old target's, and "nothing left to copy" a lie about this one.
+            print(f"nothing copied to {settings.offsite.url}: it did not answer, so the offsite copy still goes to "
+                  f"{st['target']}", file=sys.stderr)  # fmt: skip
+            if report.transient or report.paused:
+                print(f"draftsync: {report.paused or report.transient}; run `draftsync offsite sync` again once the "
+                      "store answers", file=sys.stderr)  # fmt: skip
+            return EXIT_PROBLEMS
         print(f"{stored} copied, {adopted} already in the bucket, {st['failed']} failed; "
               + (f"{st['backlog']} left to copy ({_size(st['bytes_left'])})" if st["backlog"] else "nothing left to copy"))  # fmt: skip
         for rel, why in sorted(failed.items()):
@@ -159,7 +168,8 @@ def sync(settings: Settings) -> int:
         if report.paused:
             print(f"draftsync: offsite copy paused: {report.paused}", file=sys.stderr)
         elif report.transient and st["backlog"]:
-            print(f"draftsync: {report.transient}", file=sys.stderr)
+            print(f"draftsync: {report.transient}; run `draftsync offsite sync` again once the store answers (a "
+                  "running daemon also tries again on its own)", file=sys.stderr)  # fmt: skip
         elif report.stopped:
             print("interrupted; run `draftsync offsite sync` again to continue where it stopped", file=sys.stderr)
         return EXIT_OK if st["backlog"] == 0 else EXIT_PROBLEMS
@@ -173,16 +183,20 @@ def verify(settings: Settings, as_json: bool, sample: float, deep: bool) -> int:
     from draftsync.catalog import Catalog
     from draftsync.offsite.check import tell
     from draftsync.offsite.check import verify as check
-    from draftsync.offsite.store import S3Store
+    from draftsync.offsite.store import S3Store, StoreError
     from draftsync.problems import Problems
 
     catalog = Catalog(settings.catalog_path)
     stop, prev = _interruptible()
     try:
         store = S3Store(settings.offsite, concurrency=settings.offsite.concurrency)
-        store.check()
-        report = check(settings, catalog, store, sample=sample, deep=deep, should_stop=stop.is_set)
-        tell(report, Problems(catalog), "offsite verify")
+        try:
+            store.check()
+            report = check(settings, catalog, store, sample=sample, deep=deep, should_stop=stop.is_set)
+        except StoreError as e:
+            raise _once(e) from None
+        if report.current:  # a look at another target says nothing about the copy's standing problems
+            tell(report, Problems(catalog), "offsite verify")
     finally:
         signal.signal(signal.SIGINT, prev)
         catalog.close()
@@ -195,14 +209,28 @@ def verify(settings: Settings, as_json: bool, sample: float, deep: bool) -> int:
         for kind in ("missing", "changed", "extra"):
             for item in getattr(report, kind):
                 print(f"  {kind}: {item}")
-        if report.missing:
+        if report.missing and report.current:
             print("missing objects are copied again by the daemon or `draftsync offsite sync`")
+        if not report.current:
+            print(f"{settings.offsite.url} is not where the offsite copy currently goes; compared with what draftsync "
+                  "recorded for it, and nothing was changed (`draftsync offsite sync` moves the copy there)")  # fmt: skip
     return EXIT_PROBLEMS if report.problems else EXIT_OK
+
+
+def _once(e: Exception) -> Exception:
+    """A network or server error in a command that is not retried: say what the owner can do."""
+    from draftsync.offsite.plan import Kind
+    from draftsync.offsite.store import StoreError
+
+    if isinstance(e, StoreError) and e.kind is Kind.TRANSIENT:
+        return StoreError(f"{e}; nothing was retried: check that the store is reachable (endpoint_url, network) and "
+                          "run the command again", e.kind, status=e.status, code=e.code)  # fmt: skip
+    return e
 
 
 def restore(settings: Settings, to: Path, label: str | None, since: str | None) -> int:
     from draftsync.offsite.restore import restore as run
-    from draftsync.offsite.store import S3Store
+    from draftsync.offsite.store import S3Store, StoreError
 
     target = to.resolve()
     for p in settings.watch.paths:
@@ -211,14 +239,19 @@ def restore(settings: Settings, to: Path, label: str | None, since: str | None) 
             raise UsageError(f"{to} is inside the watched folder {p}; restore somewhere else (draftsync never writes "
                              "into a watched folder)")  # fmt: skip
     store = S3Store(settings.offsite, concurrency=settings.offsite.concurrency)
-    store.check()
     bar = Bar("restoring")
     stop, prev = _interruptible()
     try:
+        store.check()
         report = run(settings, store, target, label=label, since=since, progress=bar, should_stop=stop.is_set)
+    except StoreError as e:
+        raise _once(e) from None
     finally:
         bar.stop()
         signal.signal(signal.SIGINT, prev)
+    if report.unknown_label:
+        known = ", ".join(sorted(report.labels)) or "none (no video in the bucket has a label)"
+        raise UsageError(f"no video in {settings.offsite.url} has the label {label!r}; the labels there: {known}")
     print(f"{len(report.restored)} restored ({_size(report.bytes)}), {len(report.present)} already there, "
           f"{report.skipped} left out by --label/--since, {len(report.failed)} failed")  # fmt: skip
     for f in report.failed:

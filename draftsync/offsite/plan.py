@@ -22,6 +22,8 @@ STATES = ("pending", "uploading", "stored", "failed")
 # A multipart upload nobody in the catalog knows about is aborted once it is this old (an upload started by
 # another process a moment ago is not yet in our catalog; a day-old one is a crash's leftover).
 ORPHAN_AGE = 24 * 3600.0
+# How often abandoned uploads are looked for (one ListMultipartUploads), whether or not there is work.
+CLEANUP_EVERY = 24 * 3600.0
 
 # --- keys --------------------------------------------------------------------------------------------
 
@@ -47,8 +49,45 @@ def rel_of(prefix: str, key: str) -> str | None:
 
 
 def target_id(cfg: OffsiteConfig) -> str:
-    """What identifies the copy's place; when it changes, the catalog's copy state starts over."""
+    """What identifies the copy's place; the catalog keeps the copy state per target (see `offsite_retarget`)."""
     return f"{cfg.endpoint_url or 'aws'}|{cfg.bucket}|{cfg.prefix}"
+
+
+def target_config(cfg: OffsiteConfig, target: str) -> OffsiteConfig:
+    """`cfg` pointed at another target (same credentials and region): to reach a target draftsync left."""
+    endpoint, bucket, prefix = target.split("|", 2)
+    return cfg.model_copy(
+        update={"url": f"s3://{bucket}/{prefix}", "endpoint_url": "" if endpoint == "aws" else endpoint}
+    )
+
+
+def describe_target(target: str) -> str:
+    """A target as a person reads it: s3://bucket/prefix at endpoint."""
+    endpoint, bucket, prefix = target.split("|", 2)
+    return f"s3://{bucket}/{prefix}" + ("" if endpoint == "aws" else f" at {endpoint}")
+
+
+# --- abandoned multipart uploads ----------------------------------------------------------------------
+
+
+def cleanup_due(last: float | None, now: float) -> bool:
+    """Is it time to look for abandoned uploads (at most once a day, whether or not there is work)?"""
+    return last is None or now - last >= CLEANUP_EVERY or now < last
+
+
+def abandoned(uploads: list[tuple[str, str, float]], known: set[str], video_keys: set[str], prefix: str,
+              now: float) -> list[tuple[str, str]]:  # fmt: skip
+    """Which multipart uploads in progress draftsync may abort: a day old, not one it is still using, and
+    one it started itself: the key of a catalogued video (a crash between starting an upload and recording
+    its id), or any key under a non-empty prefix (draftsync's own folder). With an empty prefix the bucket
+    is shared with whoever else writes to it, so another tool's upload is never touched."""
+    out = []
+    for key, uid, started in uploads:
+        if uid in known or not started or now - started <= ORPHAN_AGE:
+            continue
+        if key in video_keys or (prefix and rel_of(prefix, key) is not None):
+            out.append((key, uid))
+    return out
 
 
 # --- parts -------------------------------------------------------------------------------------------
@@ -125,6 +164,18 @@ def classify(status: int | None, code: str) -> Kind:
     if status is not None and 400 <= status < 500:
         return Kind.REJECTED
     return Kind.TRANSIENT  # an unknown failure without an answer is most likely the network
+
+
+def answer(status: int | None, code: str, detail: str) -> str:
+    """The store's answer in a few words, each said once: "HTTP 403: Forbidden" (HeadBucket has no body,
+    so its code is the status again), "HTTP 403 AccessDenied: Access Denied", "EndpointConnectionError: ..."."""
+    words = [f"HTTP {status}"] if status else []
+    if code and code != str(status):
+        words.append(code)
+    text = " ".join(words)
+    if detail and detail not in (code, str(status)):
+        text = f"{text}: {detail}" if text else detail
+    return text or "no answer"
 
 
 # --- the per-video state machine ----------------------------------------------------------------------
@@ -211,4 +262,10 @@ def status(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     paused = next((p.message for p in catalog.problems() if p.key == "offsite:access"), None)
     out = summarize(catalog.offsite_counts(), last_error, paused, float(catalog.get_meta("offsite_last_ok") or 0))
     out["url"] = settings.offsite.url
+    current = catalog.offsite_target()
+    out["target"] = describe_target(current) if current else None
+    if current not in (None, target_id(settings.offsite)):
+        # Read-only: status only says so; the next copy pass moves the state (see `offsite_retarget`).
+        out["summary"] += (f"; these counts are for {describe_target(current)}: the copy moves to "
+                           f"{settings.offsite.url} at its next pass")  # fmt: skip
     return out

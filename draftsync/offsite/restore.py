@@ -10,6 +10,7 @@ run again.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class RestoreReport:
     restored: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)  # already there with the same content
     skipped: int = 0  # left out by --label / --since
+    labels: set[str] = field(default_factory=set)  # the labels seen (in keys or sidecars), to name a wrong --label
+    unknown_label: bool = False  # --label names no video in the bucket
     foreign: list[str] = field(default_factory=list)  # objects draftsync did not write (no sidecar, no BLAKE3)
     bytes: int = 0
     failed: list[str] = field(default_factory=list)
@@ -80,6 +83,63 @@ def wanted(side: dict[str, Any] | None, label: str | None, since: str | None) ->
     return not (since is not None and str(side.get("capture_time") or "")[:10] < since)
 
 
+# What each layout field renders to, to read a key back (`key_fields`); other fields are any one name.
+_FIELD_RE = {"year": r"\d{4}", "month": r"0[1-9]|1[0-2]", "day": r"\d\d", "date": r"\d{4}-\d\d-\d\d",
+             "time": r"\d{6}", "hash8": r"[0-9a-f]{8}"}  # fmt: skip
+
+
+def key_pattern(layout: str) -> re.Pattern[str] | None:
+    """A regex that reads `year`, `month` and `label` back from a key, when the layout puts them in folders
+    of their own (None when it puts none of them there); the file name may be anything."""
+    from string import Formatter
+
+    head = layout.split("/")[:-1]
+    out, named = [], set()
+    for part in head:
+        fields = [f for _, f, _, _ in Formatter().parse(part) if f is not None]
+        if len(fields) == 1 and part == "{" + fields[0] + "}" and fields[0] in ("year", "month", "label") \
+                and fields[0] not in named:  # fmt: skip
+            named.add(fields[0])
+            out.append(f"(?P<{fields[0]}>{_FIELD_RE.get(fields[0], '[^/]+')})")
+            continue
+        rx = ""
+        for literal, name, _, _ in Formatter().parse(part):
+            rx += re.escape(literal)
+            if name is not None:
+                rx += f"(?:{_FIELD_RE.get(name, '[^/]+')})"
+        out.append(rx)
+    if not named:
+        return None
+    return re.compile("/".join([*out, "[^/]+"]))
+
+
+def key_fields(pattern: re.Pattern[str] | None, rel: str) -> dict[str, str]:
+    """`year`, `month` and `label` as the key shows them; empty when the key does not fit the layout (an
+    object written under another layout is then judged by its sidecar alone)."""
+    m = pattern.fullmatch(rel) if pattern is not None else None
+    return {k: v for k, v in m.groupdict().items() if v is not None} if m else {}
+
+
+def label_folder(label: str) -> str:
+    """A label as the layout writes it as a folder name."""
+    from draftsync.archive import render_path
+
+    return render_path("{label}/x", {"label": label}).split("/")[0]
+
+
+def excluded_by_key(fields: dict[str, str], label: str | None, since: str | None) -> bool:
+    """Does the key alone show that the video fails --label or --since (so its sidecar is not downloaded)?
+    Only when sure: a month folder counts as left out only if even a day's time-zone difference could not
+    bring its videos to `since`."""
+    if label is not None and "label" in fields and fields["label"] != label_folder(label):
+        return True
+    if since is not None and "year" in fields and "month" in fields:
+        y, m = int(fields["year"]), int(fields["month"])
+        first_of_next = f"{y + m // 12:04d}-{m % 12 + 1:02d}-01"
+        return first_of_next < since
+    return False
+
+
 def restore(
     settings: Settings,
     store: S3Store,
@@ -94,8 +154,17 @@ def restore(
     to.mkdir(parents=True, exist_ok=True)
     Archive(to, settings.archive.layout).sweep_temps(older_than=3600)
     todo: list[tuple[Entry, bytes | None, dict[str, Any] | None]] = []
+    pattern = key_pattern(settings.archive.layout) if label is not None or since is not None else None
+    unread = False  # a video left out by its key before its label was known
     for e in entries(list(store.objects()), store.prefix):
         body, side = None, None
+        fields = key_fields(pattern, e.rel)
+        if "label" in fields:
+            report.labels.add(fields["label"])
+        if excluded_by_key(fields, label, since):
+            report.skipped += 1
+            unread = unread or "label" not in fields
+            continue
         if e.sidecar is not None:
             body = _download_small(store, e.sidecar.key)
             try:
@@ -103,10 +172,15 @@ def restore(
             except ValueError:
                 report.failed.append(f"{e.rel}: its sidecar object {e.sidecar.key} is not JSON")
                 continue
+            if isinstance(side, dict) and side.get("label"):
+                report.labels.add(str(side["label"]))
         if wanted(side, label, since):
             todo.append((e, body, side))
         else:
             report.skipped += 1
+    if label is not None and not todo and not unread and not {label, label_folder(label)} & report.labels:
+        report.unknown_label = True  # a typo, most likely: the caller names the labels that exist
+        return report
     if progress is not None:
         progress.start(sum(e.video.size for e, _, _ in todo), len(todo))
 

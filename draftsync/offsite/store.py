@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from draftsync.errors import EXIT_PROBLEMS, DraftsyncError
-from draftsync.offsite.plan import Kind, classify
+from draftsync.offsite.plan import Kind, answer, classify
 
 if TYPE_CHECKING:
     from draftsync.config import OffsiteConfig
@@ -203,20 +203,20 @@ class S3Store:
             detail = str(e)
         kind = classify(status, code)
         on = f"{what} {key}".strip()
+        said = answer(status, code, detail)
         if kind is Kind.AUTH:
             if code == "RequestTimeTooSkewed":
                 msg = (f"{self.where} refused the request because this machine's clock is off ({detail}); fix the "
                        "clock (NTP); offsite copying is paused until then")  # fmt: skip
             else:
-                msg = (f"{self.where} refused draftsync's credentials ({status or ''} {code}: {detail}) on {on}; check "
+                msg = (f"{self.where} refused draftsync's credentials when {on} ({said}): check "
                        "offsite.access_key_id and secret_access_key_file (or the AWS environment or profile) and the "
                        "key's permissions; offsite copying is paused until they work")  # fmt: skip
         elif kind is Kind.BUCKET:
             msg = self._no_bucket()
-        elif kind is Kind.TRANSIENT:
-            msg = f"{on} on {self.where} failed ({code or 'network'}: {detail}); it is retried later"
         else:
-            msg = f"{on} on {self.where} failed ({status or ''} {code}: {detail})".replace("( ", "(")
+            # Whether it is tried again is the caller's to say: the daemon retries, a command does not.
+            msg = f"{on} on {self.where} failed ({said})"
         return StoreError(msg, kind, status=status, code=code)
 
     def _no_bucket(self) -> str:

@@ -29,13 +29,16 @@ import blake3
 from draftsync import log
 from draftsync.archive import sidecar_path
 from draftsync.offsite.plan import (
-    ORPHAN_AGE,
     Kind,
     Outcome,
+    abandoned,
+    cleanup_due,
+    describe_target,
     part_size_for,
     parts,
     sidecar_key,
     step,
+    target_config,
     target_id,
     video_key,
 )
@@ -54,6 +57,7 @@ UNREACHABLE_AFTER = 3600.0  # the store failing this long (with work waiting) be
 ACCESS = "offsite:access"  # credentials or bucket: one problem, one clear message
 FAILED = "offsite:failed"
 UNREACHABLE = "offsite:unreachable"
+LEFT_BEHIND = "offsite:left-behind"  # unfinished uploads on a target draftsync moved away from
 
 
 def clash_key(key: str) -> str:
@@ -178,16 +182,31 @@ class Uploader:
         self._halt: str | None = None
         self._report = PassReport()
         self._lock = threading.Lock()
-        self._orphans_checked = 0.0
 
     # --- one pass -------------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Bring the catalog's copy state up to date: a new bucket starts over; every video gets a row."""
-        if self.catalog.offsite_retarget(target_id(self.cfg)):
-            _log.warning("the offsite bucket or prefix changed; every video will be checked and copied there",
-                         url=self.cfg.url)  # fmt: skip
+        """Bring the catalog's copy state up to date: the configured target's state becomes the current one
+        (the previous target's is shelved, not forgotten); every video gets a row."""
+        moved = self.catalog.offsite_retarget(target_id(self.cfg), self.clock())
+        if moved.previous is not None:
+            _log.warning("the offsite target changed; the previous one's copy state is kept for a switch back",
+                         previous=describe_target(moved.previous), url=self.cfg.url,
+                         known_here=moved.restored, unfinished_there=len(moved.unfinished))  # fmt: skip
+            if moved.unfinished:
+                self._abort_left_behind()
         self.catalog.offsite_add_missing(self.clock())
+
+    def _moving_busy(self) -> str | None:
+        """Another live process copying to the current target: the state must not move under its feet."""
+        now = self.clock()
+        for r in self.catalog.offsite_rows(("uploading",)):
+            owner = r["owner"]
+            if owner not in (None, self.owner) and _alive(owner) and r["updated_at"] > now - STALE_CLAIM:
+                return (f"another draftsync process (pid {owner}) is copying to "
+                        f"{describe_target(self.catalog.offsite_target() or '')}; the offsite copy moves to "
+                        f"{self.cfg.url} once it has stopped")  # fmt: skip
+        return None
 
     def check(self) -> bool:
         """Can we reach the bucket? An unreachable or refusing store is recorded; False then."""
@@ -207,20 +226,31 @@ class Uploader:
         self._report = report = PassReport()
         self._halt = None
         self.progress = progress
+        moving = self.catalog.offsite_target() not in (None, target_id(self.cfg))
+        if moving:
+            # The copy state moves to a new target only once that target answers: a typo in endpoint_url or
+            # the bucket changes nothing, and the old target's unfinished uploads are not touched for it.
+            busy = self._moving_busy()
+            if busy is not None:
+                report.transient = busy
+                report.left = self._left()
+                return report
+            if not self.check():
+                report.left = self._left()
+                return report
         self.prepare()
         states = ("pending", "uploading", "failed") if retry_failed else ("pending", "uploading")
         paused = self.problems is not None and self.problems.get(ACCESS) is not None
         if not paused and not self.catalog.offsite_due(float("inf") if now else self.clock(), states, 1):
+            self._housekeeping()
             report.left = self._left()
-            return report  # nothing to do: not even a request (but a pause is probed until it lifts)
-        if not self.check():
+            return report  # nothing to copy (but a pause is probed until it lifts)
+        if not moving and not self.check():
             report.left = self._left()
             return report
         # The backoffs were about the store (down, refusing); it answers now, so everything waiting goes.
         self.catalog.offsite_due_now()
-        if self.clock() - self._orphans_checked > 3600:
-            self._orphans_checked = self.clock()
-            self._abort_orphans()
+        self._housekeeping()
         if progress is not None:
             c = self.catalog.offsite_counts()
             todo = [s for s in states if s in c["bytes"]]
@@ -536,6 +566,8 @@ class Uploader:
             if e.kind is Kind.TRANSIENT:
                 self._halt = self._halt or msg
                 self._report.transient = msg
+                # The record `status` shows is the daemon's, which does try again after a backoff.
+                self._last_error(f"{msg}; it is retried later")
                 _log.warning("offsite store unreachable or failing; retrying later", error=msg)
                 return Outcome.TRANSIENT
             if e.kind is Kind.NO_UPLOAD:
@@ -575,14 +607,54 @@ class Uploader:
 
     # --- housekeeping --------------------------------------------------------------------------------
 
+    def _housekeeping(self) -> None:
+        """Once a day, copying or not: abort the multipart uploads draftsync abandoned (they cost storage)."""
+        now = self.clock()
+        last = self.catalog.get_meta("offsite_cleanup_at")
+        if not cleanup_due(float(last) if last else None, now):
+            return
+        self.catalog.set_meta("offsite_cleanup_at", str(now))  # tried, even if the store fails: once a day
+        self._abort_orphans()
+        self._abort_left_behind()
+
     def _abort_orphans(self) -> None:
-        """Abort multipart uploads under our prefix that no catalog row knows and that are a day old."""
+        """Abort day-old multipart uploads draftsync started on this target and no longer tracks (see
+        `plan.abandoned`: never another tool's, even with an empty prefix)."""
         try:
             uploads = self.store.list_uploads()
             known = self.catalog.offsite_upload_ids()
-            for key, uid, started in uploads:
-                if uid not in known and started and self.clock() - started > ORPHAN_AGE:
-                    self.store.abort(key, uid)
-                    _log.info("aborted an abandoned multipart upload", key=key, upload_id=uid)
+            keys = {video_key(self.cfg.prefix, r["archive_path"]) for r in self.catalog.offsite_rows()}
+            for key, uid in abandoned(uploads, known, keys, self.cfg.prefix, self.clock()):
+                self.store.abort(key, uid)
+                _log.info("aborted an abandoned multipart upload", key=key, upload_id=uid)
         except StoreError as e:
             _log.warning("could not look for abandoned uploads", error=str(e))
+
+    def _abort_left_behind(self) -> None:
+        """Abort the unfinished uploads draftsync recorded on targets it moved away from (same credentials).
+        Their videos stay shelved as not copied there; what cannot be aborted stands as a problem, since
+        storage services charge for the parts until someone does."""
+        stuck: dict[str, list[str]] = {}
+        for target, h, rel, uid in self.catalog.offsite_shelved_uploads():
+            there = target_config(self.cfg, target)
+            key = video_key(there.prefix, rel)
+            try:
+                S3Store(there, concurrency=1).abort(key, uid)
+            except StoreError as e:
+                stuck.setdefault(target, []).append(f"{key} (upload id {uid}): {e}")
+                continue
+            self.catalog.offsite_shelf_forget_upload(target, h)
+            _log.info("aborted an unfinished upload on a target draftsync moved away from",
+                      target=describe_target(target), key=key, upload_id=uid)  # fmt: skip
+        if stuck:
+            target, items = next(iter(stuck.items()))
+            msg = (f"{sum(map(len, stuck.values()))} unfinished multipart upload(s) that draftsync started on "
+                   f"{describe_target(target)} before [offsite] pointed elsewhere could not be aborted, e.g. "
+                   f"{items[0]}; they use storage there until aborted: point [offsite] back at it (they resume), "
+                   "or abort them with your storage's tools or a lifecycle rule; draftsync tries again daily")  # fmt: skip
+            if self.problems is not None:
+                self.problems.report(LEFT_BEHIND, "offsite", msg, severity="warning")
+            else:
+                _log.error("unfinished uploads left behind", message=msg)
+        elif self.problems is not None:
+            self.problems.resolve(LEFT_BEHIND)
