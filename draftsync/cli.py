@@ -289,6 +289,8 @@ def _scan(settings: Settings, compare: bool = True) -> int:
         + (f", {summary['empty']} empty" if summary["empty"] else "")
         + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
     )
+    if summary["interrupted"]:
+        print("interrupted: copies in progress were removed; run scan again to finish", file=sys.stderr)
     if summary["paused"]:
         print(f"stopped early: {summary['paused']}; run scan again when that is fixed", file=sys.stderr)
     for r in summary["missing_roots"]:

@@ -255,6 +255,30 @@ def test_scan_archives_what_is_settled_and_exits(env: Env) -> None:
     assert json.loads(env.cli("status", "--json").stdout)["daemon"]["running"] is False
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_scan_hung_up_or_stopped_during_a_copy_leaves_no_partial_file(env: Env, tmp_path: Path, sig: int) -> None:
+    # An ssh session that closes sends SIGHUP to the scan it started; a timer unit that is stopped, SIGTERM.
+    big = env.inbox / "huge.mp4"
+    with big.open("wb") as f:
+        for _ in range(48):
+            f.write(os.urandom(8 * 1024 * 1024))
+    old = time.time() - 60
+    os.utime(big, (old, old))
+    scan = subprocess.Popen([sys.executable, "-m", "draftsync", "--config", str(env.config), "scan", "--no-compare"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: env.archive.is_dir() and env.temps(), 60, interval=0.01, what="the copy to start")
+        scan.send_signal(sig)
+        out, err = scan.communicate(timeout=60)
+    finally:
+        if scan.poll() is None:
+            scan.kill()
+    assert scan.returncode == 1 and "interrupted" in err and "Traceback" not in err, (out, err)
+    assert env.temps() == [] and env.archived_videos() == []
+    r = env.cli("scan", "--no-compare")  # the next scan archives it whole
+    assert r.returncode == 0 and archived_hashes(env) == [b3(big)], r.stdout + r.stderr
+
+
 def test_temp_files_are_swept_only_after_a_stop_that_was_not_clean(tmp_path: Path) -> None:
     from draftsync.archive import Archive
     from draftsync.catalog import Catalog
