@@ -311,7 +311,7 @@ def _verify(settings: Settings, as_json: bool) -> int:
     from draftsync.marker import ArchiveGuard
 
     catalog, archive = _open(settings)
-    v = ArchiveGuard(settings.archive.root, catalog, may_create=False).verdict()
+    v = ArchiveGuard(settings.archive.root, catalog, may_create=False).verdict(writing=False)
     if v.action == "pause":
         catalog.close()
         raise ArchiveMissing(f"cannot verify: {v.message}")
