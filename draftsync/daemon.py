@@ -866,40 +866,43 @@ def scan_once(settings: Settings, progress: Any = None, compare: bool = True) ->
 
     Files that are not yet quiet (just written, or with an mtime in the future that says nothing) are
     watched for one settle period by scan's own monotonic clock; those still changing are left."""
+    stop = threading.Event()
+    # Ctrl-C, a closed ssh session (SIGHUP) and a stopped timer unit (SIGTERM) all end a scan the same way:
+    # copies in flight are abandoned and removed, never left as partial files in the archive.
+    prev = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     lock = StateLock(settings.state.dir)
-    lock.acquire("scan")
     try:
-        catalog = Catalog(settings.catalog_path)
-        _note_push_enabled(settings, catalog)
-        guard = ArchiveGuard(settings.archive.root, catalog, lock_owner=str(settings.state.dir))
+        lock.acquire("scan")
         try:
-            return _scan(settings, catalog, guard, progress, compare)
+            catalog = Catalog(settings.catalog_path)
+            _note_push_enabled(settings, catalog)
+            guard = ArchiveGuard(settings.archive.root, catalog, lock_owner=str(settings.state.dir))
+            try:
+                return _scan(settings, catalog, guard, stop, progress, compare)
+            finally:
+                guard.release()
+                catalog.close()
         finally:
-            guard.release()
-            catalog.close()
+            lock.release()
     finally:
-        lock.release()
+        for sig, handler in prev.items():
+            signal.signal(sig, handler)
 
 
-def _scan(settings: Settings, catalog: Catalog, guard: ArchiveGuard, progress: Any, compare: bool) -> dict[str, Any]:
+def _scan(settings: Settings, catalog: Catalog, guard: ArchiveGuard, stop: threading.Event, progress: Any,
+          compare: bool) -> dict[str, Any]:  # fmt: skip
     missing_archive = guard.check()
     if missing_archive is not None:
         guard.refuse_if_taken()
         raise ArchiveMissing(missing_archive)
     archive = Archive(settings.archive.root, settings.archive.layout)
-    stop = threading.Event()
     pipeline = Pipeline(settings, catalog, archive, stop, problems=Problems(catalog), guard=guard)
-    # Ctrl-C, a closed ssh session (SIGHUP) and a stopped timer unit (SIGTERM) all end a scan the same way:
-    # copies in flight are abandoned and removed, never left as partial files in the archive.
-    prev = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     begin_ingest(catalog, archive)
     try:
         return _scan_roots(settings, catalog, archive, pipeline, stop, progress, compare)
     finally:
         with contextlib.suppress(StateFull):
             end_ingest(catalog)
-        for sig, handler in prev.items():
-            signal.signal(sig, handler)
 
 
 def _scan_roots(settings: Settings, catalog: Catalog, archive: Archive, pipeline: Pipeline, stop: threading.Event,
