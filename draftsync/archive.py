@@ -42,7 +42,8 @@ MAX_NAME_BYTES = 200
 # Separators, control characters (C0 and C1) and what Windows/SMB clients cannot open.
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f/\\<>:"|?*]')
 # Names Windows reserves whatever their extension (CON, con.mp4, COM1.tar ...); an SMB client cannot open them.
-_RESERVED = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³]|CONIN\$|CONOUT\$)(\..*)?$", re.IGNORECASE)
+# Windows drops spaces before the dot when it looks for a device name, so "CON .mp4" is CON too.
+_RESERVED = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³]|CONIN\$|CONOUT\$) *(\..*)?$", re.IGNORECASE)
 
 
 def sanitize_component(value: str, *, max_bytes: int = MAX_NAME_BYTES) -> str:

@@ -289,6 +289,8 @@ def _scan(settings: Settings, compare: bool = True) -> int:
         + (f", {summary['empty']} empty" if summary["empty"] else "")
         + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
     )
+    if summary["interrupted"]:
+        print("interrupted: copies in progress were removed; run scan again to finish", file=sys.stderr)
     if summary["paused"]:
         print(f"stopped early: {summary['paused']}; run scan again when that is fixed", file=sys.stderr)
     for r in summary["missing_roots"]:
@@ -309,7 +311,7 @@ def _verify(settings: Settings, as_json: bool) -> int:
     from draftsync.marker import ArchiveGuard
 
     catalog, archive = _open(settings)
-    v = ArchiveGuard(settings.archive.root, catalog, may_create=False).verdict()
+    v = ArchiveGuard(settings.archive.root, catalog, may_create=False).verdict(writing=False)
     if v.action == "pause":
         catalog.close()
         raise ArchiveMissing(f"cannot verify: {v.message}")

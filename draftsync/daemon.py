@@ -872,28 +872,36 @@ def scan_once(settings: Settings, progress: Any = None, compare: bool = True) ->
 
     Files that are not yet quiet (just written, or with an mtime in the future that says nothing) are
     watched for one settle period by scan's own monotonic clock; those still changing are left."""
+    stop = threading.Event()
+    # Ctrl-C, a closed ssh session (SIGHUP) and a stopped timer unit (SIGTERM) all end a scan the same way:
+    # copies in flight are abandoned and removed, never left as partial files in the archive.
+    prev = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     lock = StateLock(settings.state.dir)
-    lock.acquire("scan")
     try:
-        catalog = Catalog(settings.catalog_path)
-        _note_push_enabled(settings, catalog)
-        guard = ArchiveGuard(settings.archive.root, catalog, lock_owner=str(settings.state.dir))
+        lock.acquire("scan")
         try:
-            return _scan(settings, catalog, guard, progress, compare)
+            catalog = Catalog(settings.catalog_path)
+            _note_push_enabled(settings, catalog)
+            guard = ArchiveGuard(settings.archive.root, catalog, lock_owner=str(settings.state.dir))
+            try:
+                return _scan(settings, catalog, guard, stop, progress, compare)
+            finally:
+                guard.release()
+                catalog.close()
         finally:
-            guard.release()
-            catalog.close()
+            lock.release()
     finally:
-        lock.release()
+        for sig, handler in prev.items():
+            signal.signal(sig, handler)
 
 
-def _scan(settings: Settings, catalog: Catalog, guard: ArchiveGuard, progress: Any, compare: bool) -> dict[str, Any]:
+def _scan(settings: Settings, catalog: Catalog, guard: ArchiveGuard, stop: threading.Event, progress: Any,
+          compare: bool) -> dict[str, Any]:  # fmt: skip
     missing_archive = guard.check()
     if missing_archive is not None:
         guard.refuse_if_taken()
         raise ArchiveMissing(missing_archive)
     archive = Archive(settings.archive.root, settings.archive.layout)
-    stop = threading.Event()
     pipeline = Pipeline(settings, catalog, archive, stop, problems=Problems(catalog), guard=guard)
     begin_ingest(catalog, archive)
     try:
@@ -920,7 +928,12 @@ def _scan_roots(settings: Settings, catalog: Catalog, archive: Archive, pipeline
     import concurrent.futures as cf
 
     def one(p: str) -> Outcome | None:
-        out = pipeline.handle(p, lambda _p: None)
+        if stop.is_set():
+            return None
+        try:
+            out = pipeline.handle(p, lambda _p: None)
+        except Abandoned:  # stopped on request: the partial copy is gone, the summary says "interrupted"
+            return None
         if progress is not None:
             progress.file_done(p)
         return out
@@ -934,19 +947,15 @@ def _scan_roots(settings: Settings, catalog: Catalog, archive: Archive, pipeline
         progress.start(sum(_size(p) for p in ready), len(ready))
         archive.progress = progress.advance
     candidates = len(ready)
-    prev = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        ingest(ready)
-        # What was not quiet yet gets one settle period, by our clock, not the file's.
-        wait = max((h.need for h in settler.held()), default=0.0)
-        deadline = time.monotonic() + wait + 0.5
-        while len(settler) and not stop.is_set() and pipeline.pause is None and time.monotonic() < deadline:
-            stop.wait(0.1)
-            more = settler.ready()
-            candidates += len(more)
-            ingest(more)
-    finally:
-        signal.signal(signal.SIGINT, prev)
+    ingest(ready)
+    # What was not quiet yet gets one settle period, by our clock, not the file's.
+    wait = max((h.need for h in settler.held()), default=0.0)
+    deadline = time.monotonic() + wait + 0.5
+    while len(settler) and not stop.is_set() and pipeline.pause is None and time.monotonic() < deadline:
+        stop.wait(0.1)
+        more = settler.ready()
+        candidates += len(more)
+        ingest(more)
     signed = 0
     if compare and not stop.is_set() and pipeline.pause is None and catalog.any_unsigned():
         from draftsync.neardup import NearDups  # numpy and PyAV load only when there is work

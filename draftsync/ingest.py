@@ -257,6 +257,10 @@ class Ingestor:
 
     def _seen(self, sighting: SourceSighting, digest: str, why: str) -> Outcome:
         """Record a new sighting of archived content (no copy), in the catalog and the sidecar."""
+        # A moved file reaches here without a copy, so nothing else has asked whether the archive is there: an
+        # unmounted disk would get its sidecar written onto the bare mount point, and a sighting recorded before
+        # the write failed would never reach the real sidecar (the retry finds the source already known).
+        self.guard.require()
         video = self.catalog.video(digest)
         # Not waiting for the disk: a sighting lost to a power cut is seen again by the next rescan.
         self.catalog.record_source(sighting, digest, "archived", durable=False)

@@ -11,6 +11,7 @@ with the archive id, created atomically on a brand-new install only). The decisi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -18,7 +19,7 @@ import os
 import socket
 import stat
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -46,6 +47,7 @@ class Observed:
     kind: Literal["missing", "file", "dir"]
     marker_id: str | None = None
     marker_error: str | None = None  # a marker that is there but unreadable or not ours
+    read_only: bool = False  # on a filesystem mounted read-only (or made so by the kernel after disk errors)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,21 @@ def decide(
     `recorded_id` is the archive id the catalog remembers, `videos` how many videos it knows, and
     `ours_present` whether catalogued videos (or, for an empty catalog, any sidecars) are found under
     the root. `may_create` is False for commands that must never start an archive (reindex)."""
+    v = _decide(root, seen, recorded_id, videos, ours_present, may_create=may_create, new_id=new_id)
+    if seen.read_only and v.action != "pause":
+        # Without this the archive looks ready, the first write fails, and ingest would pause and resume
+        # every few seconds. A missing or unmarked root keeps its own message: that is what to fix first.
+        return Verdict("pause", message=(
+            f"the archive disk holding {root} is read-only (mounted read-only, or switched to read-only by the "
+            "kernel after disk errors: see dmesg); ingest is paused until it is writable again"
+        ))  # fmt: skip
+    return v
+
+
+def _decide(
+    root: str, seen: Observed, recorded_id: str | None, videos: int, ours_present: bool, *, may_create: bool,
+    new_id: str,
+) -> Verdict:  # fmt: skip
     knows = videos > 0 or recorded_id is not None
     if seen.kind == "missing":
         if knows or not may_create:
@@ -113,16 +130,36 @@ def observe(root: Path) -> Observed:
     if not stat.S_ISDIR(st.st_mode):
         return Observed("file")
     try:
+        ro = bool(os.statvfs(root).f_flag & os.ST_RDONLY)
+    except OSError:
+        ro = False
+    try:
         with open(root / MARKER_NAME, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        return Observed("dir")
+        return Observed("dir", read_only=ro)
     except (OSError, ValueError) as e:
-        return Observed("dir", marker_error=str(e))
+        return Observed("dir", marker_error=str(e), read_only=ro)
     aid = data.get("archive_id") if isinstance(data, dict) else None
     if not isinstance(aid, str) or not aid:
-        return Observed("dir", marker_error="it has no archive_id")
-    return Observed("dir", marker_id=aid)
+        return Observed("dir", marker_error="it has no archive_id", read_only=ro)
+    return Observed("dir", marker_id=aid, read_only=ro)
+
+
+def writable(root: Path) -> bool:
+    """Can a file be created in this (marked) archive now? A disk the kernel switched to read-only after
+    errors (ext4's errors=remount-ro) still says read-write to statvfs: only a write tells. Any error but
+    EROFS is left for the real write to classify (a full disk is not a read-only one)."""
+    meta = root / META_DIR
+    probe = meta / f"write-probe-{os.getpid()}"
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(meta, 0o755)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
+        os.unlink(probe)
+    except OSError as e:
+        return e.errno != errno.EROFS
+    return True
 
 
 def write_marker(root: Path, archive_id: str) -> None:
@@ -217,10 +254,17 @@ class ArchiveGuard:
         # An empty catalog (reindex after a lost state dir): any sidecar says this is an archive.
         return any(any(f.endswith(".json") for f in files) for _dirpath, _dirs, files in os.walk(self.root))
 
-    def verdict(self) -> Verdict:
-        """The decision for the archive as it is now, without acting on it."""
+    def verdict(self, *, writing: bool = True) -> Verdict:
+        """The decision for the archive as it is now, without acting on it. `writing=False` (verify) accepts
+        an archive on a read-only disk."""
         seen = observe(self.root)
         recorded = self.catalog.get_meta(META_KEY)
+        if not writing:
+            seen = replace(seen, read_only=False)
+        elif seen.marker_id is not None and recorded in (None, seen.marker_id) and not seen.read_only:
+            # Probed only in an archive marked as ours (never on a bare mount point), and only when the
+            # archive is looked at afresh (start-up, while paused), not before every write.
+            seen = replace(seen, read_only=not writable(self.root))
         # Counting videos (a scan of an index) is needed only when there is no marker to go by.
         videos = self.catalog.video_count() if seen.marker_id is None else 0
         ours = False

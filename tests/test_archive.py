@@ -241,6 +241,7 @@ def test_a_long_copy_beats_per_chunk(tmp_path: Path) -> None:
         ("nul", ".mov", "nul_.aaaaaaaa.mov"),
         ("COM1", ".mp4", "COM1_.aaaaaaaa.mp4"),
         ("lpt9", ".mp4", "lpt9_.aaaaaaaa.mp4"),
+        ("CON ", ".mp4", "CON _.aaaaaaaa.mp4"),  # spaces before the dot do not hide a device name
         ("CONSOLE", ".mp4", "CONSOLE.aaaaaaaa.mp4"),  # not reserved
         ('a<b>c:d"e|f?g*h\\i', ".mp4", "a_b_c_d_e_f_g_h_i.aaaaaaaa.mp4"),  # what SMB clients cannot open
         ("\x85next line", ".mp4", "_next line.aaaaaaaa.mp4"),  # C1 control characters

@@ -257,6 +257,34 @@ def test_scan_archives_what_is_settled_and_exits(env: Env) -> None:
     assert json.loads(env.cli("status", "--json").stdout)["daemon"]["running"] is False
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_scan_hung_up_or_stopped_during_a_copy_leaves_no_partial_file(env: Env, tmp_path: Path, sig: int) -> None:
+    # An ssh session that closes sends SIGHUP to the scan it started; a timer unit that is stopped, SIGTERM.
+    big = env.inbox / "huge.mp4"
+    with big.open("wb") as f:
+        for _ in range(48):
+            f.write(os.urandom(8 * 1024 * 1024))
+    old = time.time() - 60
+    os.utime(big, (old, old))
+    scan = subprocess.Popen([sys.executable, "-m", "draftsync", "--config", str(env.config), "scan", "--no-compare"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        copying = lambda: env.archive.is_dir() and [t for t in env.temps() if t.parent != env.archive]  # noqa: E731
+        wait_for(copying, 60, interval=0.01, what="the copy to start")  # (not the marker's own atomic write)
+        scan.send_signal(signal.SIGSTOP)  # frozen mid-copy, so the signal surely arrives before the copy ends
+        scan.send_signal(sig)
+        scan.send_signal(signal.SIGCONT)
+        out, err = scan.communicate(timeout=60)
+    finally:
+        if scan.poll() is None:
+            scan.kill()
+    assert scan.returncode == 1 and "interrupted" in err and "Traceback" not in err, (out, err)
+    # Nothing partial: the copy was removed, or (when the signal came as it was being placed) it is whole.
+    assert env.temps() == [] and all(b3(p) == b3(big) for p in env.archived_videos())
+    r = env.cli("scan", "--no-compare")  # the next scan finishes the job
+    assert r.returncode == 0 and archived_hashes(env) == [b3(big)], r.stdout + r.stderr
+
+
 def test_temp_files_are_swept_only_after_a_stop_that_was_not_clean(tmp_path: Path) -> None:
     from draftsync.archive import Archive
     from draftsync.catalog import Catalog

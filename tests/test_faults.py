@@ -126,6 +126,52 @@ def test_a_missing_or_unmounted_archive_pauses_ingest_and_is_never_recreated(
     assert env.cli("verify").returncode == 0
 
 
+@pytest.fixture
+def ext4_disk(tmp_path: Path, mounts: list[Path]) -> Iterator[tuple[Path, Path]]:
+    """A real ext4 disk (a loop device) mounted with errors=remount-ro, as a USB disk often is: (image, mount
+    point). Skips where loop devices or ext4's error trigger are not available."""
+    img, mnt = tmp_path / "usb.img", tmp_path / "media" / "usb"
+    mnt.mkdir(parents=True)
+    with img.open("wb") as f:
+        f.truncate(64 * 2**20)
+    if subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], capture_output=True).returncode != 0:
+        pytest.skip("mkfs.ext4 is not available here")
+    if not mount("-o", "loop,errors=remount-ro", str(img), str(mnt)):
+        pytest.skip("cannot mount a loop device here (needs root)")
+    mounts.append(mnt)
+    yield img, mnt
+
+
+def test_an_archive_disk_the_kernel_turns_read_only_pauses_ingest_once_and_resumes_when_repaired(
+    env: Env, daemon: Callable[..., DaemonProc], ext4_disk: tuple[Path, Path]
+) -> None:
+    img, mnt = ext4_disk
+    src = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(mnt)], capture_output=True, text=True).stdout.strip()
+    trigger = Path("/sys/fs/ext4") / Path(src).name / "trigger_fs_error"
+    if not trigger.exists():
+        pytest.skip("this kernel cannot be asked for an ext4 error (no trigger_fs_error)")
+    env.archive = mnt / "archive"
+    env.write_config(archive={"root": str(env.archive)})
+    d = daemon()
+    a = make_video(env.inbox / "a.mp4", seed=305)
+    wait_archived(env, a)
+
+    trigger.write_text("1")  # a disk error: the kernel switches the filesystem to read-only
+    b = make_video(env.inbox / "b.mp4", seed=306)
+    wait_for(lambda: "read-only" in problems(env).get("archive_missing", ""), 20, what="the read-only disk reported")
+    time.sleep(5)  # a few resume checks (every 2 s): none may resume ingest onto the read-only disk
+    assert len(d.logged("archive missing")) == 1 and not d.logged("ingest resumes")
+    assert env.cli("status").returncode == 1
+    assert env.cli("verify").returncode == 0  # a read-only archive can still be verified
+
+    umount(mnt)  # the owner unplugs the disk, repairs it and plugs it in again
+    subprocess.run(["e2fsck", "-fy", str(img)], capture_output=True)
+    assert mount("-o", "loop,errors=remount-ro", str(img), str(mnt))
+    wait_archived(env, a, b)
+    wait_for(lambda: "archive_missing" not in problems(env), 20, what="the problem to clear")
+    assert d.stop() == 0
+
+
 # --- 2. local time is the real zone -------------------------------------------------------------------
 
 BERLIN_NS = (

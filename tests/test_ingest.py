@@ -284,6 +284,31 @@ def test_nothing_is_written_when_the_archive_is_missing(env: Env, ing: Ingestor,
     assert not env.archive.exists()
 
 
+def test_a_file_moved_while_the_archive_disk_is_unmounted_writes_nothing_and_is_recorded_when_it_returns(
+    env: Env, tmp_path: Path
+) -> None:
+    # A flat layout: sidecars live directly in the root, which is the disk's mount point.
+    env.write_config(archive={"layout": "{date}_{hash8}{ext}"})
+    s, _ = load(str(env.config))
+    ing = Ingestor(s, Catalog(s.catalog_path), Archive(s.archive.root, s.archive.layout))
+    a = make_video(env.inbox / "a.mp4", seed=27)
+    ing.ingest(str(a), str(env.inbox))
+    disk = tmp_path / "usb-disk"
+    env.archive.rename(disk)
+    env.archive.mkdir()  # the disk is unplugged: its bare mount point stays behind
+    moved = env.inbox / "renamed.mp4"
+    os.rename(a, moved)  # same inode: recognised without reading, so no copy would notice the missing disk
+    with pytest.raises(ArchiveMissing, match="not marked"):
+        ing.ingest(str(moved), str(env.inbox))
+    assert list(env.archive.iterdir()) == []  # no sidecar under the bare mount point
+
+    env.archive.rmdir()
+    disk.rename(env.archive)  # the disk is back; the sighting is retried
+    assert ing.ingest(str(moved), str(env.inbox)).kind == "seen"
+    (sc,) = env.sidecars()
+    assert sorted(x["path"] for x in sc["sources"]) == sorted([str(a), str(moved)])
+
+
 def test_a_long_copy_beats_the_workers_heartbeat(env: Env, ing: Ingestor) -> None:
     beats: list[int] = []
     ing.beat = lambda: beats.append(1)

@@ -36,6 +36,10 @@ OURS, OTHER, BROKEN = Observed("dir", marker_id="A"), Observed("dir", marker_id=
         (OTHER, "A", 3, False, True, "pause", "another draftsync archive"),
         (BROKEN, "A", 3, False, True, "pause", "cannot be read"),
         (FILE, None, 0, False, True, "pause", "is a file"),
+        # a read-only disk (the kernel's answer to disk errors) is never "ready": its first write would fail
+        (Observed("dir", marker_id="A", read_only=True), "A", 3, False, True, "pause", "read-only"),
+        (Observed("dir", read_only=True), None, 0, False, True, "pause", "read-only"),
+        (Observed("dir", read_only=True), "A", 3, False, True, "pause", "not marked"),  # the mount point first
         # reindex never starts an archive
         (MISSING, None, 0, False, False, "pause", "does not exist"),
         (EMPTY, None, 0, False, False, "pause", "not marked"),
