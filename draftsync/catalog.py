@@ -998,6 +998,22 @@ class Catalog:
                        (*(states or ()), limit, offset))  # fmt: skip
         return [dict(r) for r in rows]
 
+    def push_rows_latest(self, states: tuple[str, ...], limit: int) -> list[dict[str, Any]]:
+        """The `limit` rows in `states` changed last (the status page's finished items)."""
+        rows = self._q(f"SELECT * FROM pushes WHERE state IN ({','.join('?' * len(states))}) "
+                       "ORDER BY updated_at DESC, queued_at, hash LIMIT ?", (*states, limit))  # fmt: skip
+        return [dict(r) for r in rows]
+
+    def videos_of(self, hashes: list[str]) -> dict[str, VideoRecord]:
+        """The videos with these hashes, by hash, in one query per 500 (those not catalogued are left out)."""
+        out: dict[str, VideoRecord] = {}
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i : i + 500]
+            for r in self._q(f"SELECT * FROM videos WHERE hash IN ({','.join('?' * len(chunk))})", tuple(chunk)):
+                v = _row_to_video(r)
+                out[v.hash] = v
+        return out
+
     def push_counts(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self._q("SELECT state, COUNT(*) FROM pushes GROUP BY state")}
 

@@ -42,7 +42,7 @@ KINDS: dict[str, str] = {
     "loop_dead": "an internal loop stopped; the daemon needs a restart",
     "loop_failing": "an internal loop fails on every pass (it retries with back-off; the log has the traceback)",
     "push_reauth": "TikTok (or Post for Me) needs re-authorising, or pushing is paused",
-    "push_failed": "a push failed for good",
+    "push_failed": "a push failed for good, or got no answer for 3 h (`push retry` checks it first)",
     "integrity": "verify or the scrub found missing or changed files",
     "offsite": "the offsite copy is failing (credentials, bucket, clash)",
     "notify": "notifications cannot be delivered to one of [notify] urls",

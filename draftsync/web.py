@@ -126,11 +126,11 @@ def push_queue(settings: Settings, catalog: Catalog, now: float, limit: int = QU
     latest finished ones."""
     from draftsync.push.clock import SystemClock
     from draftsync.push.machine import ACTIVE, Instant, State
-    from draftsync.push.queue import queue_view
+    from draftsync.push.queue import queue_page
 
     real = SystemClock().now()
     at = Instant(now, real.boot, real.mono + (now - real.wall))  # the page's clock, on the boot clock too
-    entries = queue_view(settings, catalog, now=at)
+    entries = queue_page(settings, catalog, limit, now=at)  # only the lines shown: bounded with any queue length
     active_states = {s.value for s in ACTIVE}
 
     def item(e: Any, turn: float | None, note: str) -> QueueItem:

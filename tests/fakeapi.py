@@ -126,6 +126,7 @@ class FakeState:
         self.processing_polls = 1  # PROCESSING_UPLOAD answers after the last chunk before SEND_TO_USER_INBOX
         self.fail_reason_on_complete = ""
         self.faults: list[Fault] = []
+        self.down: tuple[str, ...] = ()  # paths (substrings) answered 503 for as long as they are listed
         self.put_delay = 0.0
         self.refresh_calls = 0
         self.refused_invalid_grant = 0
@@ -228,6 +229,9 @@ class _Handler(BaseHTTPRequestHandler):
                                                            "log_id": "LOG" + secrets.token_hex(6).upper()}})  # fmt: skip
 
     def _fault(self) -> bool:
+        if any(p in self.path for p in self.st.down):
+            self._send(503, {"error": {"code": "service_unavailable", "message": "down"}})
+            return True
         f = self.st.fault_for(self.path)
         if f is None:
             return False

@@ -14,7 +14,7 @@ import pytest
 
 from draftsync.catalog import Catalog
 from draftsync.problems import Problems
-from draftsync.push import queue
+from draftsync.push import machine, queue
 from draftsync.push.clock import SystemClock
 from draftsync.push.pusher import Pusher
 from draftsync.push.queue import push_status, queue_view
@@ -160,6 +160,61 @@ def test_a_share_stuck_processing_is_given_up_after_an_hour_and_push_retry_check
     window(s, clock)
     assert list(states(cat).values()) == ["in_inbox"]
     assert len(init_requests(fake)) == 1  # the late draft was found; nothing was sent twice
+
+
+def _push_problem(cat: Catalog, h: str) -> str:
+    (p,) = [p for p in cat.problems() if p.key == f"push_failed:{h}"]
+    assert p.severity == "warning"  # in `status`, the health check's warnings and the notifications
+    return p.message
+
+
+def test_a_status_check_never_answered_raises_a_problem_after_hours_and_push_retry_checks_first(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake)
+    give_token(s, fake)
+    archive_videos(s, env, 1)
+    fake.state.down = ("/status/fetch/",)  # every status check times out at the gateway
+    _, cat = window(s, clock, poll_for=1200)
+    (row,) = cat.push_rows()
+    assert row["state"] == "processing" and not cat.problems()  # a short outage: it just waits
+    clock.advance(machine.UNANSWERED_AFTER)
+    window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "failed" and row["code"] == "unanswered"
+    msg = _push_problem(cat, row["hash"])
+    video = cat.video(row["hash"])
+    assert video and "gave up waiting" in msg and "status check" in msg and video.archive_path in msg
+    window(s, clock)
+    assert len(init_requests(fake)) == 1  # giving up sent nothing, and the next window does not either
+    fake.state.down, fake.state.processing_polls = (), 0  # TikTok is back; the draft had arrived meanwhile
+    queue.retry(cat, [row["hash"]], Problems(cat))
+    assert not cat.problems()
+    window(s, clock)
+    assert list(states(cat).values()) == ["in_inbox"] and len(init_requests(fake)) == 1
+
+
+def test_a_lost_create_whose_look_up_is_never_answered_fails_loudly_and_is_never_created_twice(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake, backend="postforme")
+    archive_videos(s, env, 1)
+    fake.state.faults.append(Fault("/v1/social-posts", 1, status=504, act=True))  # the create's answer is lost
+    fake.state.down = ("/v1/social-posts?",)  # and every look-up of it fails
+    _, cat = window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "starting" and not cat.problems()
+    clock.advance(machine.UNANSWERED_AFTER + 60)
+    window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "failed" and row["code"] == "unanswered"
+    assert "look-up of a create whose answer was lost" in _push_problem(cat, row["hash"])
+    assert push_status(s, cat, clock.now())["budget"]["unanswered_24h"] == 1  # its slot stays counted
+    fake.state.down = ()
+    queue.retry(cat, [row["hash"]], Problems(cat))
+    assert [r["state"] for r in cat.push_rows()] == ["starting"]  # looked up first, not created again
+    window(s, clock)
+    assert list(states(cat).values()) == ["in_inbox"] and len(fake.state.pfm_posts) == 1
 
 
 # --- a busy token endpoint ----------------------------------------------------------------------------------------

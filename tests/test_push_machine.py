@@ -10,6 +10,7 @@ from draftsync.push import machine
 from draftsync.push.machine import (
     MAX_ATTEMPTS,
     STUCK_AFTER,
+    UNANSWERED_AFTER,
     URL_LIFETIME,
     Dead,
     Deferred,
@@ -170,6 +171,56 @@ def test_processing_is_stuck_after_an_hour_of_pending_answers(since_offset: floa
         assert after.code == "stuck" and "push retry" in after.reason
     # other answers (no answer at all) never count as stuck
     assert step(it, Unknown("down"), T0.later(since_offset)).state is State.PROCESSING
+
+
+# An item waiting for an answer that never comes (the service times out or answers 5xx for hours) must not
+# wait in place forever with nothing raised: after UNANSWERED_AFTER it fails (the pusher raises a problem),
+# and sends nothing. Deferred on a create is not here: that is a refusal, the item goes back to the queue.
+UNANSWERED_TABLE = """
+state        outcome   just_before  just_after
+starting     Unknown   starting     failed
+uploading    Unknown   uploading    failed
+uploading    Deferred  uploading    failed
+processing   Unknown   processing   failed
+processing   Deferred  processing   failed
+queued       Unknown   queued       failed
+queued       Deferred  queued       failed
+"""
+
+
+def _unanswered_rows() -> list[tuple[str, str, str, str]]:
+    return [tuple(ln.split()) for ln in UNANSWERED_TABLE.strip().splitlines()[1:]]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("state", "outcome", "before", "after"), _unanswered_rows())
+def test_an_item_that_never_gets_an_answer_fails_loudly_after_a_bound(state: str, outcome: str, before: str,
+                                                                    after: str) -> None:  # fmt: skip
+    it = item_in(state)
+    o = {"Unknown": Unknown("TikTok did not answer (ReadTimeout)"), "Deferred": Deferred("HTTP 503", 60)}[outcome]
+    assert step(it, o, T0.later(UNANSWERED_AFTER - 1)).state is State(before)
+    gone = step(it, o, T0.later(UNANSWERED_AFTER + 1))
+    assert gone.state is State(after) and gone.code == machine.UNANSWERED
+    assert "no answer for 3.0 h" in gone.reason and o.reason in gone.reason  # what it waited for, and why
+    assert gone.remote_id == it.remote_id and gone.upload_url is None  # what `push retry` will check
+
+
+def test_the_bound_runs_on_the_boot_clock() -> None:
+    it = item_in("processing")
+    jumped = Instant(T0.wall + 86400, T0.boot, T0.mono + 60)  # the wall clock leapt a day, a minute passed
+    assert step(it, Unknown("down"), jumped).state is State.PROCESSING
+
+
+def test_push_retry_after_no_answer_looks_first_and_never_creates_blindly() -> None:
+    lost = step(item_in("starting"), Unknown("Post for Me: 503"), T0.later(UNANSWERED_AFTER + 1))
+    assert lost.state is State.FAILED and lost.remote_id is None
+    # The create may exist: retry goes back to looking it up by its own reference, not to a new create.
+    again = machine.retry(lost, NOW)
+    assert again.state is State.STARTING and again.ref == "draftsync-aa-1" and again.code == ""
+    assert again.since == NOW  # and gets its own look-up grace and bound again
+    # A status check never answered: retry queues it with its id, which is checked before any new attempt.
+    quiet = step(item_in("processing"), Unknown("TikTok: 502"), T0.later(UNANSWERED_AFTER + 1))
+    requeued = machine.retry(quiet, NOW)
+    assert requeued.state is State.QUEUED and requeued.remote_id == "pid-1"
 
 
 @pytest.mark.parametrize("age", [URL_LIFETIME - 1, URL_LIFETIME + 1])

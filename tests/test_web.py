@@ -576,3 +576,74 @@ def test_healthz_has_slots_of_its_own_while_the_page_is_busy(server: Callable[..
     finally:
         for _ in range(taken):
             srv.slots.release()
+
+
+# --- the push queue at scale ------------------------------------------------------------------------------
+
+
+def _fill_queue(cat: Catalog, n: int, t: Any) -> None:
+    """`n` queued items (every 7th deferred for a while, one for months), one uploading, a few finished."""
+    from dataclasses import replace
+
+    from draftsync.push.machine import Item, State
+    from draftsync.push.queue import save
+
+    with cat.tx():
+        for i in range(n):
+            wait = 100 * 86400 if i == 3 else (i % 5 + 1) * 7 * 3600 if i % 7 == 0 else 0.0
+            save(cat, Item(f"blake3:{i:064x}", State.QUEUED, t, wait=wait))
+        save(cat, Item(f"blake3:{n:064x}", State.UPLOADING, t, remote_id="pid-1"))
+        for j, state in enumerate((State.IN_INBOX, State.FAILED, State.SKIPPED, State.IN_INBOX)):
+            save(cat, replace(Item(f"blake3:{n + 1 + j:064x}", state, t), reason=f"finished {j}"))
+
+
+def _page_by_sorting_everything(s: Any, cat: Catalog, now: Any, limit: int) -> list[tuple[Any, ...]]:
+    """What the page showed before it was bounded: every item of `queue_view`, sorted as the page shows them."""
+    from draftsync.push.machine import ACTIVE
+    from draftsync.push.queue import queue_view
+
+    entries = queue_view(s, cat, now=now)
+    active = [e for e in entries if e.state in {a.value for a in ACTIVE}]
+    queued = sorted([e for e in entries if e.state == "queued"], key=lambda e: (e.turn_at is None, e.turn_at or 0.0))
+    done = sorted([e for e in entries if e.state not in {"queued", *(a.value for a in ACTIVE)}],
+                  key=lambda e: -(e.updated_at or 0))  # fmt: skip
+    return [(e.hash, e.state, e.turn_at, e.archive_path, e.reason) for e in (active + queued + done)[:limit]]
+
+
+@pytest.mark.parametrize(("schedule", "per_run"), [("0 9 * * *", 5), ("0 * * * *", 1), ("*/10 * * * *", 3)])
+def test_the_bounded_page_queue_shows_what_sorting_the_whole_queue_showed(env: Env, schedule: str,
+                                                                          per_run: int) -> None:  # fmt: skip
+    from draftsync.push.clock import SystemClock
+    from draftsync.push.queue import queue_page
+
+    env.write_config(push={"enabled": True, "backend": "dry-run", "schedule": schedule, "max_per_run": per_run})
+    s, _ = load(str(env.config))
+    cat = Catalog(s.catalog_path)
+    with cat.tx():
+        for i in range(0, 420, 3):  # some queued items have no catalogued video (a name from the hash instead)
+            cat.add_video(_video(i, 1_000_000.0 + i))
+    now = SystemClock().now()
+    _fill_queue(cat, 400, now)  # more than windows x max_per_run, so the bound is what decides
+    for limit in (3, 20, 200, 500):
+        got = [(e.hash, e.state, e.turn_at, e.archive_path, e.reason) for e in queue_page(s, cat, limit, now)]
+        assert got == _page_by_sorting_everything(s, cat, now, limit), limit
+    assert any(g[2] is None for g in got) and any(g[2] is not None for g in got)  # both kinds were compared
+    cat.close()
+
+
+def test_the_page_queue_reads_a_bounded_number_of_rows_however_long_the_queue(env: Env) -> None:
+    from draftsync.push.clock import SystemClock
+
+    env.write_config(push={"enabled": True, "backend": "dry-run"})
+    s, _ = load(str(env.config))
+    for n in (50, 3000):
+        cat = Catalog(env.state / f"queue-{n}.db")
+        now = SystemClock().now()
+        _fill_queue(cat, n, now)
+        statements: list[str] = []
+        cat._db.set_trace_callback(statements.append)
+        q = push_queue(s, cat, now.wall)
+        cat._db.set_trace_callback(None)
+        assert len(q) == 20 and q[0].state == "uploading"
+        assert len(statements) <= 10, statements[:12]  # a few queries, none per item, however many are queued
+        cat.close()

@@ -50,6 +50,15 @@ def _midnight_after(wall: float, tz: tzinfo) -> float:
     return datetime.combine(d, datetime.min.time(), tz).timestamp()
 
 
+def _today(entries: list[Entry], tz: tzinfo, now: Instant) -> list[Entry]:
+    """Inits that may have made a share, made on now's calendar day (in `tz`). The day's bounds are computed
+    once, not per entry: `turns` asks this for hundreds of future moments over a growing ledger."""
+    day = datetime.fromtimestamp(now.wall, tz).date()
+    start = datetime.combine(day, datetime.min.time(), tz).timestamp()
+    end = _midnight_after(now.wall, tz)
+    return [e for e in entries if e.kind == "init" and e.outcome != "refused" and start <= e.at.wall < end]
+
+
 def counted(entries: list[Entry], limits: Limits, now: Instant) -> list[float]:
     """Ages of the inits holding a pending slot now, youngest first."""
     ages = [elapsed(e.at, now) for e in entries if e.kind == "init" and e.outcome != "refused"]
@@ -64,8 +73,7 @@ def next_slot(entries: list[Entry], limits: Limits, max_per_day: int, tz: tzinfo
         waits.append(Slot(limits.pending_window - held[limits.pending_cap - 1],
                           f"{limits.pending_cap} drafts in 24 h (TikTok's cap)"))  # fmt: skip
     # push.max_per_day is the owner's own cap per calendar day, so it is read on the wall clock.
-    today = [e for e in entries if e.kind == "init" and e.outcome != "refused"
-             and _midnight_after(e.at.wall, tz) == _midnight_after(now.wall, tz)]  # fmt: skip
+    today = _today(entries, tz, now)
     if len(today) >= max_per_day:
         waits.append(Slot(_midnight_after(now.wall, tz) - now.wall, f"push.max_per_day = {max_per_day}"))
     tries = sorted(elapsed(e.at, now) for e in entries if e.kind == "init")
@@ -89,8 +97,7 @@ def pending_block(entries: list[Entry], limits: Limits, now: Instant) -> float:
 
 def summary(entries: list[Entry], limits: Limits, max_per_day: int, tz: tzinfo, now: Instant) -> dict[str, Any]:
     held = counted(entries, limits, now)
-    today = [e for e in entries if e.kind == "init" and e.outcome != "refused"
-             and _midnight_after(e.at.wall, tz) == _midnight_after(now.wall, tz)]  # fmt: skip
+    today = _today(entries, tz, now)
     unknown = [e for e in entries if e.kind == "init" and e.outcome == "unknown"
                and elapsed(e.at, now) < limits.pending_window]  # fmt: skip
     slot = next_slot(entries, limits, max_per_day, tz, now)
@@ -110,6 +117,9 @@ def turns(entries: list[Entry], due_after: list[float], limits: Limits, max_per_
     out: list[float | None] = [None] * len(due_after)
     left = list(range(len(due_after)))
     for w in windows:
+        # Inits two days old limit nothing any more (the 24 h cap, a calendar day of at most 25 h, a minute):
+        # dropping them keeps each step's cost flat however far ahead the walk goes.
+        ledger = [e for e in ledger if e.kind == "block" or elapsed(e.at, now.later(w)) < 2 * 86400.0]
         t, sent = w, 0
         for i in list(left):
             if sent >= max_per_run:

@@ -7,6 +7,8 @@
     starting + Dead(absent): the lost create is not found; believed only 10 min after it (else it stays)
     uploading + Pending: resume from the byte the service has, while the URL lives (else as Dead)
     processing + Pending: wait; after an hour it is stuck ► failed
+    no answer at all (Unknown, Deferred) for 3 h while an answer is awaited ► failed (`unanswered`), loudly;
+    `push retry` looks the remote object up first (a lost create goes back to `starting`, never re-created)
     uploading + Pending(complete): every byte is there ► processing, whatever the URL's age
     Rejected ► failed (any active state); otherwise NeedsReauth, Deferred, Unknown wait in place
     failed ──retry──► queued, which re-checks the earlier remote id first: InInbox ► in_inbox; Unknown,
@@ -46,6 +48,13 @@ MAX_ATTEMPTS = 5  # remote objects that died under one item before it is given u
 # service and appear in its lists a little later; "no such post" is believed only this long after the create.
 LOOKUP_GRACE = 600.0
 NOT_A_DRAFT = "not_a_draft"  # code of a Rejected(halt): a post exists that the service did not confirm a draft
+# The service has not answered a status check or a look-up (timeouts, 5xx, "busy") for this long: the item
+# stops waiting in place and fails with a problem the owner sees. Long enough for an outage of the service
+# to pass (the daemon looks again every 10 min to 6 h meanwhile), short enough that a draft missing from the
+# inbox is reported the same day. Giving up sends nothing: the slot stays counted, and only `push retry`
+# (which looks the object up first) can lead to a new attempt.
+UNANSWERED_AFTER = 3 * 3600.0
+UNANSWERED = "unanswered"  # code of that failure
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,21 @@ def _again(item: Item, o: Dead, now: Instant) -> Item:
                log_id=o.log_id, upload_issued=None)  # fmt: skip
 
 
+def _unanswered(item: Item, o: Unknown | Deferred, now: Instant) -> Item | None:
+    """An item that has waited too long for any answer fails (loudly) instead of waiting forever."""
+    waited = elapsed(item.since, now)
+    if waited <= UNANSWERED_AFTER:
+        return None
+    what = {
+        State.STARTING: "to the look-up of a create whose answer was lost; nothing is sent again until "
+        "`draftsync push retry` has looked it up",
+        State.QUEUED: "to the check of the earlier attempt; nothing is sent again until it is checked",
+    }.get(item.state, "to the status check; the draft may still arrive, and `draftsync push retry` checks it "
+          "before sending anything again")  # fmt: skip
+    return _to(item, State.FAILED, now, f"no answer for {waited / 3600:.1f} h {what} (last: {o.reason})",
+               code=UNANSWERED)  # fmt: skip
+
+
 def step(item: Item, o: Outcome, now: Instant) -> Item:
     """What the item becomes after outcome `o` at `now`. Total: any pair not named leaves it unchanged."""
     s = item.state
@@ -210,7 +234,7 @@ def step(item: Item, o: Outcome, now: Instant) -> Item:
         if isinstance(o, InInbox):
             return _to(item, State.IN_INBOX, now, o.detail)
         if isinstance(o, Unknown | Deferred):
-            return _note(item, f"could not check the earlier attempt yet: {o.reason}")
+            return _unanswered(item, o, now) or _note(item, f"could not check the earlier attempt yet: {o.reason}")
         # It did not land and never will (unfinished, dead or rejected): the person asked for a new attempt.
         return replace(item, remote_id=None)
     if isinstance(o, Dead):
@@ -220,10 +244,10 @@ def step(item: Item, o: Outcome, now: Instant) -> Item:
     if isinstance(o, Deferred):
         if s is State.STARTING:  # the service refused the create: nothing exists
             return _to(item, State.QUEUED, now, f"waiting: {o.reason}", wait=o.after, code=o.code, log_id=o.log_id)
-        return _note(item, f"waiting: {o.reason}", o.code, o.log_id)
+        return _unanswered(item, o, now) or _note(item, f"waiting: {o.reason}", o.code, o.log_id)
     if isinstance(o, Unknown):
         then = "it is looked up before anything is sent again" if s is State.STARTING else "will check again"
-        return _note(item, f"{o.reason}; {then}", o.code)
+        return _unanswered(item, o, now) or _note(item, f"{o.reason}; {then}", o.code)
     if isinstance(o, Started) and s is State.STARTING:
         nxt = State.UPLOADING if o.upload_url else State.PROCESSING
         return _to(item, nxt, now, remote_id=o.remote_id, upload_url=o.upload_url, upload_issued=now,
@@ -264,6 +288,11 @@ def retry(item: Item, now: Instant) -> Item:
     confirm a draft: the person was told to look at it, and checking it again would only stop pushing again."""
     if item.state is not State.FAILED:
         return item
+    if item.code == UNANSWERED and not item.remote_id and item.ref:
+        # A create whose answer was lost and whose look-up was never answered: it may exist, so it is looked
+        # up again (by its reference) before anything is sent, exactly as before it gave up.
+        return _to(item, State.STARTING, now, "`push retry`: the lost create is looked up before anything is "
+                   "sent again", code="", log_id="")  # fmt: skip
     remote_id = None if item.code == NOT_A_DRAFT else item.remote_id
     return _to(item, State.QUEUED, now, "queued again by `push retry`", attempt=0, code="", log_id="",
                remote_id=remote_id)  # fmt: skip

@@ -456,8 +456,9 @@ class Pusher:
                 r.failed.append(h)
                 v = self.catalog.video(h)
                 _log.error("push failed", hash=h, reason=new.reason, code=new.code, log_id=new.log_id)
+                how = "gave up waiting" if new.code == machine.UNANSWERED else "failed"
                 self.problems.report(f"push_failed:{h}", "push_failed",
-                                     f"pushing {v.archive_path if v else h} failed: {new.reason}; `draftsync push "
+                                     f"pushing {v.archive_path if v else h} {how}: {new.reason}; `draftsync push "
                                      f"retry {h.removeprefix('blake3:')[:12]}` tries again", severity="warning")  # fmt: skip
             elif new.state is State.QUEUED and old.state in ACTIVE:
                 r.deferred.append(h)

@@ -18,7 +18,7 @@ from draftsync.config import Settings
 from draftsync.push import budget, machine
 from draftsync.push.budget import Entry, Limits
 from draftsync.push.clock import SystemClock
-from draftsync.push.machine import ACTIVE, Instant, Item, State, elapsed
+from draftsync.push.machine import ACTIVE, FINAL, Instant, Item, State, elapsed
 from draftsync.push.select import caption_for, choose, matches, taken
 
 if TYPE_CHECKING:
@@ -123,11 +123,13 @@ def windows_ahead(settings: Settings, now: Instant, count: int = 62) -> list[flo
 
 
 def turn_times(settings: Settings, catalog: Catalog, items: list[Item], now: Instant, *, run_now: bool = False,
-               only_now: bool = False) -> dict[str, float | None]:  # fmt: skip
+               only_now: bool = False, ahead: list[float] | None = None) -> dict[str, float | None]:  # fmt: skip
     """Wall time at which each queued item (in queue order) gets its init under the budget, in the
-    scheduled windows (and a window run now, if `run_now`; only that one, if `only_now`)."""
+    scheduled windows (and a window run now, if `run_now`; only that one, if `only_now`). `ahead`: the
+    scheduled windows, when the caller has them already."""
     p = settings.push
-    windows = [0.0] if only_now else ([0.0] if run_now else []) + windows_ahead(settings, now)
+    scheduled = windows_ahead(settings, now) if ahead is None else ahead
+    windows = [0.0] if only_now else ([0.0] if run_now else []) + scheduled
     due = [max(0.0, it.wait - elapsed(it.since, now)) for it in items]
     at = budget.turns(ledger(catalog, account_of(settings)), due, Limits(), p.max_per_day, p.max_per_run, p.tz(), now,
                       windows, SLOT_WAIT)  # fmt: skip
@@ -171,6 +173,66 @@ def queue_view(settings: Settings, catalog: Catalog, *, limit: int | None = None
             log_id=r["log_id"] or "", attempts=r["attempts"] or 0,
         ))  # fmt: skip
     return out
+
+
+def queue_page(settings: Settings, catalog: Catalog, limit: int, now: Instant | None = None) -> list[QueueEntry]:
+    """The first `limit` lines of the status page's queue: active items, then queued ones in the order their
+    turns come (those with none last, in queue order), then the latest finished ones. The same lines and
+    turns as sorting all of `queue_view`, at a cost bounded by `limit` and the budget's horizon instead
+    of the queue's length (the page must stay fast with thousands queued)."""
+    now = now or SystemClock().now()
+    active = catalog.push_rows(tuple(s.value for s in ACTIVE), limit=limit)
+    rows: list[dict[str, Any]] = list(active)
+    room = limit - len(rows)
+    if room > 0:
+        rows += _queued_by_turn(settings, catalog, room, now)
+    turns = {r["hash"]: r.pop("_turn", None) for r in rows}
+    room = limit - len(rows)
+    if room > 0:
+        rows += catalog.push_rows_latest(tuple(s.value for s in FINAL), room)
+    videos = catalog.videos_of([r["hash"] for r in rows])
+    return [_entry(r, videos.get(r["hash"]), turns.get(r["hash"])) for r in rows]
+
+
+def _queued_by_turn(settings: Settings, catalog: Catalog, n: int, now: Instant) -> list[dict[str, Any]]:
+    """The first `n` queued rows in turn order, each with its turn under `_turn`.
+
+    `budget.turns` walks the queue in order and gives a window at most push.max_per_run items, so over W
+    windows at most W x max_per_run items get a turn. Once a prefix of the queue holds that many items
+    that are due now, every window fills (or runs out of budget) inside the prefix: the items after it get
+    no turn, and the prefix's own turns are what the whole queue would give them. So only that prefix is
+    read and walked; the rest is read only as far as the page shows turn-less items."""
+    queued = (State.QUEUED.value,)
+    if not settings.push.enabled:
+        return catalog.push_rows(queued, limit=n)
+    ahead = windows_ahead(settings, now)
+    need = len(ahead) * max(1, settings.push.max_per_run)
+    prefix: list[dict[str, Any]] = []
+    due, chunk, done = 0, max(need, 256), False
+    while due < need and not done:
+        got = catalog.push_rows(queued, limit=chunk, offset=len(prefix))
+        done = len(got) < chunk  # the whole queue is read
+        for i, r in enumerate(got):
+            prefix.append(r)
+            due += item_of(r).due(now)
+            if due >= need:
+                done = done and i == len(got) - 1
+                break
+    items = [item_of(r) for r in prefix]
+    turns = turn_times(settings, catalog, items, now, ahead=ahead)
+    for r in prefix:
+        r["_turn"] = turns.get(r["hash"])
+    timed = sorted((r for r in prefix if r["_turn"] is not None), key=lambda r: float(r["_turn"]))
+    out = (timed + [r for r in prefix if r["_turn"] is None])[:n]
+    if len(out) < n and not done:
+        out += catalog.push_rows(queued, limit=n - len(out), offset=len(prefix))
+    return out
+
+
+def _entry(r: dict[str, Any], v: VideoRecord | None, turn: float | None) -> QueueEntry:
+    return QueueEntry(hash=r["hash"], archive_path=v.archive_path if v else None, state=r["state"],
+                      reason=r["reason"] or "", turn_at=turn, updated_at=r["updated_at"], remote_id=r["remote_id"],
+                      code=r["code"] or "", log_id=r["log_id"] or "", attempts=r["attempts"] or 0)  # fmt: skip
 
 
 def paused_reason(catalog: Catalog) -> str:
