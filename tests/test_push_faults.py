@@ -119,6 +119,23 @@ def test_a_lost_create_whose_look_up_fails_too_waits_for_the_next_window(
     assert len(fake.state.pfm_posts) == 1 and list(states(cat).values()) == ["in_inbox"]
 
 
+def test_a_look_up_refused_is_not_taken_for_a_refused_create(env: Env, fake: FakeServer, clock: FakeClock) -> None:
+    """A refused look-up says nothing about the lost create: the item must stay `starting`, never be queued
+    for a second create while the first post may exist."""
+    s = push_env(env, fake, backend="postforme")
+    archive_videos(s, env, 1)
+    fake.state.faults += [
+        Fault("/v1/social-posts", 1, status=502, act=True),  # the post is made, its answer lost
+        Fault("/v1/social-posts?", 1, status=401),  # and the look-up refused (a key rotated in between)
+    ]
+    _, cat = window(s, clock)
+    (row,) = cat.push_rows()
+    assert row["state"] == "starting" and len(fake.state.pfm_posts) == 1
+    clock.advance(600)
+    window(s, clock)
+    assert len(fake.state.pfm_posts) == 1 and list(states(cat).values()) == ["in_inbox"]
+
+
 def test_the_fake_treats_external_id_as_a_filter_not_a_key(fake: FakeServer) -> None:
     """Post for Me makes a second post for a repeated external_id (spec B.3); the fake must too, or the
     tests above would prove nothing."""

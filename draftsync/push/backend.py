@@ -66,7 +66,10 @@ class Backend(Protocol):
 
     def create(self, job: Job, progress: Progress | None = None) -> Outcome: ...
 
-    def lookup(self, job: Job) -> Outcome: ...
+    def lookup(self, job: Job) -> Outcome:
+        """What became of an earlier create. Never Deferred or NeedsReauth for a create whose answer was
+        lost: to a `starting` item those mean "refused, nothing exists", and a second create would follow."""
+        ...
 
     def send(self, job: Job, uploaded: int, progress: Progress | None = None) -> Outcome: ...
 
@@ -313,6 +316,14 @@ class PostForMeBackend:
     def lookup(self, job: Job) -> Outcome:
         if job.remote_id:
             return self.poll(job)
+        o = self._find(job)
+        if isinstance(o, Deferred | NeedsReauth):
+            # Said of a look-up, these mean only that it could not be made, not that the create was refused
+            # (which is what they mean to a `starting` item): the post may exist, so it stays unknown.
+            return Unknown(f"could not look up the post whose answer was lost: {o.reason}", o.code or "lookup")
+        return o
+
+    def _find(self, job: Job) -> Outcome:
         try:
             a = self.api.posts_by_external_id(job.ref)
         except DraftsyncError as e:
