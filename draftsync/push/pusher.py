@@ -491,7 +491,8 @@ class PushService:
         p = self.pusher
         rt.add_job("push", lambda: self._run(p.window), schedule.trigger(s.push.schedule, s.push.tz()),
                    misfire_grace_time=None)  # fmt: skip
-        rt.add_job("push-startup", lambda: self._run(p.startup), None, next_run_time=datetime.now().astimezone())
+        rt.add_job("push-startup", lambda: self._run(p.startup), None, next_run_time=datetime.now().astimezone(),
+                   misfire_grace_time=None)  # fmt: skip
 
     def stop(self) -> None:
         pass
@@ -521,4 +522,7 @@ class PushService:
         _log.info("another push window is scheduled", at=at.isoformat(timespec="seconds"), reason=report.waiting)
         p = self.pusher
         assert p is not None
-        self.rt.add_job("push-retry", lambda: self._run(p.window), DateTrigger(run_date=at), replace_existing=True)
+        # No misfire grace: after a wall-clock jump forward (or a suspend) APScheduler would otherwise find this
+        # one-off run late by more than a second and drop it silently; late is better than never.
+        self.rt.add_job("push-retry", lambda: self._run(p.window), DateTrigger(run_date=at), replace_existing=True,
+                        misfire_grace_time=None)  # fmt: skip
