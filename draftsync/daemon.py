@@ -505,7 +505,7 @@ class Daemon:
     def _rescan_soon(self, root: str) -> None:
         """Rescan one root at once (after lost events or a watcher restart), off the caller's thread."""
         self.rt.add_job(f"rescan-now:{root}", lambda: self.rescan(only=root), None, next_run_time=_now_dt(),
-                        replace_existing=True, misfire_grace_time=None)  # fmt: skip
+                        replace_existing=True)  # fmt: skip
 
     def rescan(self, only: str | None = None) -> None:
         """Reconcile each root with the catalog: new or changed files go to the settler."""

@@ -51,9 +51,14 @@ class Runtime:
 
     def add_job(self, name: str, func: Callable[[], object], trigger: Any, *, max_silence: float | None = None,
                 **kw: Any) -> None:  # fmt: skip
-        """A scheduler job under supervision (coalesced, one instance at a time unless told otherwise)."""
+        """A scheduler job under supervision (coalesced, one instance at a time, run however late unless told
+        otherwise)."""
         kw.setdefault("coalesce", True)
         kw.setdefault("max_instances", 1)
+        # APScheduler drops a run that starts more than 1 s late by default, silently but for a log line: a
+        # one-off job added before a slow start-up (the first rescan, a missed digest), a follow-up push window
+        # after a wall-clock jump or a suspend. Late is better than never; a job that must not run late says so.
+        kw.setdefault("misfire_grace_time", None)
         self.scheduler.add_job(self.supervisor.job(name, func, max_silence), trigger, id=name, **kw)
 
 

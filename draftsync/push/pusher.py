@@ -489,10 +489,8 @@ class PushService:
         self.rt = rt
         self.pusher = Pusher(s, rt.catalog, should_stop=rt.stop.is_set, neardups=self.neardups, problems=rt.problems)
         p = self.pusher
-        rt.add_job("push", lambda: self._run(p.window), schedule.trigger(s.push.schedule, s.push.tz()),
-                   misfire_grace_time=None)  # fmt: skip
-        rt.add_job("push-startup", lambda: self._run(p.startup), None, next_run_time=datetime.now().astimezone(),
-                   misfire_grace_time=None)  # fmt: skip
+        rt.add_job("push", lambda: self._run(p.window), schedule.trigger(s.push.schedule, s.push.tz()))
+        rt.add_job("push-startup", lambda: self._run(p.startup), None, next_run_time=datetime.now().astimezone())
 
     def stop(self) -> None:
         pass
@@ -522,7 +520,4 @@ class PushService:
         _log.info("another push window is scheduled", at=at.isoformat(timespec="seconds"), reason=report.waiting)
         p = self.pusher
         assert p is not None
-        # No misfire grace: after a wall-clock jump forward (or a suspend) APScheduler would otherwise find this
-        # one-off run late by more than a second and drop it silently; late is better than never.
-        self.rt.add_job("push-retry", lambda: self._run(p.window), DateTrigger(run_date=at), replace_existing=True,
-                        misfire_grace_time=None)  # fmt: skip
+        self.rt.add_job("push-retry", lambda: self._run(p.window), DateTrigger(run_date=at), replace_existing=True)
