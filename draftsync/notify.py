@@ -742,7 +742,7 @@ WATCHED_JOBS = {"scrub": ("integrity",), "push": ("push_failed", "push_reauth")}
 
 def run_verdict(exception: BaseException | None, retval: object, raised: list[str]) -> tuple[bool, str]:
     """Did a watched job's run succeed, and what to say if not? Its own `RunResult` when it gives one (the
-    scrub does); otherwise any problem of the job's kinds raised while it ran (the push window)."""
+    scrub and the push window do); otherwise any problem of the job's kinds raised while it ran."""
     if exception is not None:
         return False, f"{type(exception).__name__}: {exception}"
     if isinstance(retval, RunResult):

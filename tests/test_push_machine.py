@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
+from draftsync.problems import Problems
 from draftsync.push import machine
 from draftsync.push.machine import (
     MAX_ATTEMPTS,
@@ -29,6 +31,7 @@ from draftsync.push.machine import (
     ledger_mark,
     step,
 )
+from draftsync.push.pusher import PushService, WindowReport
 
 T0 = Instant(1_800_000_000.0, "boot-a", 500.0)
 NOW = T0.later(30)
@@ -301,3 +304,33 @@ def test_what_an_answer_proves_about_a_slot(outcome: Outcome, mark: str | None) 
 )  # fmt: skip
 def test_what_an_answer_means_for_the_account(outcome: Outcome, state: State, want: machine.AccountEffect) -> None:
     assert machine.for_account(outcome, state) == want
+
+
+@pytest.mark.parametrize(
+    ("report", "ok"),
+    [
+        (WindowReport(pushed=["blake3:a"]), True),
+        (WindowReport(idle="nothing new"), True),
+        (WindowReport(retry_after=60.0, waiting="the pending cap"), True),  # a passing obstacle, not a failure
+        (WindowReport(failed=["blake3:a"]), False),
+        (WindowReport(paused="TikTok needs re-authorising"), False),  # even when that problem already stood
+    ],
+)
+def test_a_push_windows_own_result_decides_its_ping(report: WindowReport, ok: bool) -> None:
+    svc = PushService()
+    svc.rt = SimpleNamespace(problems=Problems(), add_job=lambda *a, **k: None)  # type: ignore[assignment]
+    svc.pusher = SimpleNamespace(window=None)  # type: ignore[assignment]
+    result = svc._run(lambda: report)
+    assert result.ok is ok and result.detail == report.text()
+
+
+def test_a_push_window_that_raised_pings_fail() -> None:
+    svc = PushService()
+    svc.rt = SimpleNamespace(problems=Problems(), add_job=lambda *a, **k: None)  # type: ignore[assignment]
+    svc.pusher = SimpleNamespace(window=None)  # type: ignore[assignment]
+
+    def window() -> WindowReport:
+        raise RuntimeError("catalog locked")
+
+    result = svc._run(window)
+    assert not result.ok and "catalog locked" in result.detail

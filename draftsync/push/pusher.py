@@ -54,6 +54,7 @@ from draftsync.push.queue import (
     save,
 )
 from draftsync.push.select import Choice, caption_for, choose, taken
+from draftsync.supervise import RunResult
 
 if TYPE_CHECKING:
     from draftsync.runtime import Runtime
@@ -495,7 +496,9 @@ class PushService:
     def stop(self) -> None:
         pass
 
-    def _run(self, window: Callable[[], WindowReport]) -> None:
+    def _run(self, window: Callable[[], WindowReport]) -> RunResult:
+        """One window; its result decides the window's Healthchecks ping (fail: something failed or pushing
+        is paused, even when the problem saying so was already standing)."""
         try:
             report = window()
         except Exception as e:  # a fault in a window must not go unnoticed until the next one
@@ -503,9 +506,10 @@ class PushService:
             self.rt.problems.report("push_window", REAUTH, f"pushing is paused: a push window failed "
                                     f"({type(e).__name__}: {e}); it is tried again soon, see the log")  # fmt: skip
             self._after(WindowReport(retry_after=600.0))
-            return
+            return RunResult(False, f"the window failed: {type(e).__name__}: {e}")
         self.rt.problems.resolve("push_window")
         self._after(report)
+        return RunResult(not report.failed and not report.paused, report.text())
 
     def _after(self, report: WindowReport) -> None:
         if report.retry_after is None or report.busy:
