@@ -202,6 +202,7 @@ def test_a_status_check_never_answered_raises_a_problem_after_hours_and_push_ret
     msg = _push_problem(cat, row["hash"])
     video = cat.video(row["hash"])
     assert video and "gave up waiting" in msg and "status check" in msg and video.archive_path in msg
+    assert msg.count("push retry") == 1 and f"push retry {row['hash'][7:19]}`" in msg  # named once, with its id
     window(s, clock)
     assert len(init_requests(fake)) == 1  # giving up sent nothing, and the next window does not either
     fake.state.down, fake.state.processing_polls = (), 0  # TikTok is back; the draft had arrived meanwhile

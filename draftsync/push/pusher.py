@@ -458,9 +458,11 @@ class Pusher:
                 v = self.catalog.video(h)
                 _log.error("push failed", hash=h, reason=new.reason, code=new.code, log_id=new.log_id)
                 how = "gave up waiting" if new.code == machine.UNANSWERED else "failed"
-                self.problems.report(f"push_failed:{h}", "push_failed",
-                                     f"pushing {v.archive_path if v else h} {how}: {new.reason}; `draftsync push "
-                                     f"retry {h.removeprefix('blake3:')[:12]}` tries again", severity="warning")  # fmt: skip
+                cmd = f"`draftsync push retry {h.removeprefix('blake3:')[:12]}`"
+                bare = "`draftsync push retry`"  # a reason that names the command already gets the id in place
+                why = new.reason.replace(bare, cmd) if bare in new.reason else f"{new.reason}; {cmd} tries again"
+                self.problems.report(f"push_failed:{h}", "push_failed", f"pushing {v.archive_path if v else h} "
+                                     f"{how}: {why}", severity="warning")  # fmt: skip
             elif new.state is State.QUEUED and old.state in ACTIVE:
                 r.deferred.append(h)
                 _log.warning("push will be tried again", hash=h, reason=new.reason, code=new.code)
