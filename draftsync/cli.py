@@ -496,6 +496,7 @@ def _held(daemon: dict[str, Any], failures: list[dict[str, Any]], running: bool)
 
 
 def status_data(settings: Settings) -> dict[str, Any]:
+    from draftsync import config as config_mod
     from draftsync import health
     from draftsync.catalog import Catalog
     from draftsync.config import local_tz
@@ -525,6 +526,7 @@ def status_data(settings: Settings) -> dict[str, Any]:
             "held_count": (daemon.get("held_count") or 0 if running else 0) + catalog.failing_count(),
             "next": _next_times(settings, daemon, running),
             "timezone": str(local_tz()),
+            "timezone_problem": " ".join(config_mod.LOCAL_TZ_PROBLEM),  # local time fell back to UTC: why
             "archive": {"root": str(settings.archive.root), "videos": counts["videos"], "bytes": counts["bytes"],
                         "never_verified": counts["never_verified"], "probe_errors": counts["probe_errors"]},
             "last_ingest": counts["last_ingest"],
@@ -602,6 +604,8 @@ def _status(settings: Settings, as_json: bool, check: bool = False) -> int:
           + (f", {a['probe_errors']} not decodable" if a["probe_errors"] else ""))  # fmt: skip
     for pr in d["problems"]:
         print(f"PROBLEM:     {pr['message']} (since {_when(pr['since'])})")
+    if d["timezone_problem"] and not any(pr["kind"] == "timezone" for pr in d["problems"]):
+        print(f"WARNING:     {d['timezone_problem']}")
     print(f"last ingest: {_when(d['last_ingest'])}")
     le = d["last_error"]
     print(f"last error:  {_when(le['at']) + ': ' + le['message'] if le else 'none'}")

@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 import typing
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -618,16 +618,64 @@ class Settings(BaseModel):
 LOCAL_TZ_PROBLEM: list[str] = []
 
 
+# A POSIX TZ rule ("CET-1CEST,M3.5.0,M10.5.0/3", "EST5EDT", "<+03>-3"), common on embedded systems and
+# routers: a zone name, an offset, optionally a summer name, offset and the rules when it applies.
+_NAME = r"(?:[A-Za-z]{3,}|<[A-Za-z0-9+-]{3,}>)"
+_OFFSET = r"[+-]?\d{1,2}(?::\d{2}){0,2}"
+POSIX_TZ = re.compile(rf"{_NAME}{_OFFSET}(?:{_NAME}(?:{_OFFSET})?(?:,[^,]+,[^,]+)?)?")
+
+
+class PosixRules(tzinfo):
+    """Local time as the C library computes it from a POSIX TZ rule in $TZ, DST included, which neither
+    zoneinfo nor tzlocal reads. Converting an instant (`fromutc`, what dating a clip does) is exact; a local
+    wall time inside the hour a clock goes back is taken as its first occurrence."""
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+
+    def _at(self, ts: float) -> Any:
+        import time
+
+        return time.localtime(ts)
+
+    def _wall(self, dt: datetime) -> Any:
+        import time
+
+        return self._at(time.mktime((*dt.replace(tzinfo=None).timetuple()[:8], -1)))
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(seconds=self._wall(dt).tm_gmtoff) if dt is not None else timedelta(0)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        import time
+
+        return timedelta(seconds=self._wall(dt).tm_gmtoff + time.timezone) if dt is not None else timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return str(self._wall(dt).tm_zone) if dt is not None else self.rule
+
+    def fromutc(self, dt: datetime) -> datetime:
+        ts = (dt.replace(tzinfo=None) - datetime(1970, 1, 1)).total_seconds()
+        return dt + timedelta(seconds=self._at(ts).tm_gmtoff)
+
+    def __repr__(self) -> str:
+        return f"PosixRules({self.rule!r})"
+
+    def __str__(self) -> str:
+        return self.rule
+
+
 def local_tz() -> tzinfo:
-    """The machine's zone with its rules (DST included): $TZ if it names a zone, else the system's
-    (/etc/localtime, via tzlocal). Never a fixed offset taken from "now", which would misdate a July clip
-    in December."""
+    """The machine's zone with its rules (DST included): $TZ if it names a zone or is a POSIX rule, else the
+    system's (/etc/localtime, via tzlocal). Never a fixed offset taken from "now", which would misdate a July
+    clip in December."""
     tz = os.environ.get("TZ")
     if tz:
         try:
             return ZoneInfo(tz.lstrip(":"))
         except (ZoneInfoNotFoundError, ValueError):
-            pass
+            if POSIX_TZ.fullmatch(tz):
+                return PosixRules(tz)
     try:
         import tzlocal
 

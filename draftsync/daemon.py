@@ -309,8 +309,11 @@ class Daemon:
         _note_push_enabled(s, self.catalog)
         self.archive = Archive(s.archive.root, s.archive.layout)
         self.problems = Problems(self.catalog)
-        for why in config_mod.LOCAL_TZ_PROBLEM:
-            _log.warning("time zone", detail=why)
+        s.archive.tz()  # resolves the local zone now, so that a fallback to UTC is known below
+        if config_mod.LOCAL_TZ_PROBLEM:  # clips would be dated in UTC: the owner should hear of it
+            self.problems.report("timezone", "timezone", " ".join(config_mod.LOCAL_TZ_PROBLEM), severity="warning")
+        else:
+            self.problems.resolve("timezone")
         # Conditions of the last run that are only noticed when they recur are cleared; the others (archive,
         # folders, failing files) are looked at afresh below and cleared only if they no longer hold.
         roots = {str(p) for p in s.watch.paths}

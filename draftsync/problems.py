@@ -40,6 +40,7 @@ KINDS: dict[str, str] = {
     "files_failing": "files keep failing to archive (3 attempts or more)",
     "watcher_restarted": "a watcher had to be restarted (notice; its folder is rescanned at once)",
     "loop_dead": "an internal loop stopped; the daemon needs a restart",
+    "timezone": "the local time zone is unknown, so dates are in UTC (set archive.timezone)",
     "loop_failing": "an internal loop fails on every pass (it retries with back-off; the log has the traceback)",
     "push_reauth": "TikTok (or Post for Me) needs re-authorising, or pushing is paused",
     "push_failed": "a push failed for good, or got no answer for 3 h (`push retry` checks it first)",

@@ -210,6 +210,23 @@ def test_local_time_comes_from_the_system_zone_with_its_dst_rules(
     assert d.stop() == 0
 
 
+def test_a_posix_tz_rule_is_local_time_with_its_summer_time(env: Env, tmp_path: Path) -> None:
+    """Routers and embedded systems set TZ to a POSIX rule, not a zone name; it is the local time all the
+    same (it fell back to UTC before), while a misspelt zone name still does, loudly."""
+    env.write_config(archive={"timezone": "local"})
+    clip = make_video(tmp_path / "phone" / "holiday.mp4", seed=311, creation_time="2026-07-01T22:30:00.000000Z")
+    shutil.copy(clip, env.inbox / "holiday.mp4")
+    old = time.time() - 60
+    os.utime(env.inbox / "holiday.mp4", (old, old))
+    r = env.cli("scan", env={"TZ": "CET-1CEST,M3.5.0,M10.5.0/3"})
+    assert r.returncode == 0, r.stderr
+    (sc,) = env.sidecars()
+    assert sc["capture_time"] == "2026-07-02T00:30:00+02:00"
+    assert "using UTC" not in r.stdout + r.stderr
+    r = env.cli("status", env={"TZ": "Europe/Berln"})
+    assert "WARNING:     the local time zone is unknown" in r.stdout and "using UTC" in r.stdout
+
+
 # --- 3. cron means crontab(5) -----------------------------------------------------------------------
 
 
