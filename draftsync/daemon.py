@@ -60,6 +60,17 @@ _log = log.get("draftsync.daemon")
 WORKERS = 2
 RETRY_DELAYS = (30.0, 120.0, 600.0, 3600.0)
 RESUME_EVERY = 2.0  # seconds between checks whether a paused ingest may resume (cheap: a stat or two)
+# After resuming, the problem stands until a file is archived, nothing is left to retry, or this long has
+# passed: a cause that comes straight back (a quota the free-space figure does not show, full filesystem
+# metadata) is a relapse, not a new problem, so it neither flaps in status nor floods the log.
+CONFIRM_AFTER = 120.0
+
+
+def relapse_wait(relapses: int) -> float:
+    """Seconds before trying to resume again after the cause came back `relapses` times in a row."""
+    return min(600.0, RESUME_EVERY * 2 ** min(relapses, 10))
+
+
 FAILING_AFTER = 3  # attempts before a failing file becomes a standing problem
 FAILING_EVERY = 30.0  # seconds between looks at failing files
 # Periodic rescans of a healthy inotify root skip folders unchanged since the last walk (an in-place write is
@@ -107,6 +118,9 @@ class Pipeline:
     on_archived: Callable[[Outcome], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _told: set[str] = field(default_factory=set)
+    _resumed: tuple[str, float] | None = None  # a pause's kind and when ingest resumed, until confirmed
+    _relapses: int = 0
+    resume_not_before: float = 0.0  # monotonic: after relapses, resuming waits longer
 
     def __post_init__(self) -> None:
         self.roots = [str(p) for p in self.settings.watch.paths]
@@ -169,6 +183,8 @@ class Pipeline:
         with self._lock:
             self.counts[out.kind] = self.counts.get(out.kind, 0) + 1
             self.retries.pop(path, None)
+        if out.kind == "archived":
+            self.confirm(archived=True)
         if out.kind in ("skipped", "empty"):
             self._tell_once(path, out.detail or out.kind)
         if out.kind == "archived" and self.on_archived is not None:
@@ -195,21 +211,43 @@ class Pipeline:
             self.retries[path] = (time.monotonic(), 0)
 
     def pause_for(self, p: Pause) -> None:
-        """Pause ingest (once: the problem is reported when it appears or its message changes)."""
+        """Pause ingest (once: the problem is reported when it appears or its message changes; a cause that
+        comes back before the resume was confirmed is a relapse, and resuming waits longer each time)."""
         with self._lock:
-            first = self.pause is None or self.pause.kind != p.kind
+            relapse = self._resumed is not None and self._resumed[0] == p.kind
+            first = (self.pause is None or self.pause.kind != p.kind) and not relapse
             if self.pause is not None and self.pause.kind == p.kind:
                 p.needed = max(p.needed, self.pause.needed)
             self.pause = p
+            if relapse:
+                self._resumed = None
+                self._relapses += 1
+                self.resume_not_before = time.monotonic() + relapse_wait(self._relapses)
         if first:
             _log.error(p.kind.replace("_", " "), message=p.message, detail="ingest paused; retried every few seconds")
+        elif relapse:
+            _log.warning("the cause came back right after ingest resumed", kind=p.kind, message=p.message,
+                         retry_in_seconds=relapse_wait(self._relapses))  # fmt: skip
         self.problems.report(p.kind, p.kind, p.message)
+
+    def confirm(self, *, archived: bool = False, idle: bool = False, now: float | None = None) -> None:
+        """A resume is confirmed (its problem cleared) by a file archived, by nothing left to retry, or by
+        `CONFIRM_AFTER` seconds without the cause coming back."""
+        with self._lock:
+            r = self._resumed
+            if r is None or not (archived or idle or (now or time.monotonic()) - r[1] >= CONFIRM_AFTER):
+                return
+            self._resumed = None
+            self._relapses = 0
+        self.problems.resolve(r[0])
 
     def try_resume(self) -> bool:
         """While paused: has the cause gone? If so resume (and clear the problem)."""
         p = self.pause
         if p is None:
             return True
+        if time.monotonic() < self.resume_not_before:
+            return False
         ok = False
         if p.kind == "archive_missing":
             assert self.guard is not None
@@ -231,8 +269,8 @@ class Pipeline:
         with self._lock:
             if self.pause is p:
                 self.pause = None
+            self._resumed = (p.kind, time.monotonic())
         _log.info("ingest resumes", cause=p.kind)
-        self.problems.resolve(p.kind)
         return True
 
     def due_retries(self) -> list[str]:
@@ -456,6 +494,9 @@ class Daemon:
                 self.catalog.log_event("warning", "events_lost", f"{root}: inotify queue overflow; rescanned", root)
             self._rescan_soon(root)
         pl = self.pipeline
+        with self._flight_lock:
+            idle = not self.in_flight
+        pl.confirm(idle=idle and not pl.retries and self.work.empty() and not len(self.settler))
         if pl.pause is not None:
             now = time.monotonic()
             if now >= self._next_resume:

@@ -303,3 +303,66 @@ def test_temp_files_are_swept_only_after_a_stop_that_was_not_clean(tmp_path: Pat
     assert begin_ingest(cat, arch, sweep=False) is False and left.exists()  # archive missing: sweep owed
     assert begin_ingest(cat, arch) and not left.exists()
     cat.close()
+
+
+# --- a pause whose cause comes straight back --------------------------------------------------------------
+
+
+class Writes:
+    """Stands in for the ingestor: the archive refuses writes (a quota the free-space figure does not
+    show) until `ok` is set."""
+
+    def __init__(self) -> None:
+        self.ok = False
+
+    def ingest(self, path: str, root: str) -> object:
+        from draftsync.errors import ArchiveFull
+        from draftsync.ingest import Outcome
+
+        if not self.ok:
+            raise ArchiveFull("the archive disk refused a write: Disk quota exceeded", needed=1)
+        return Outcome("archived", path, "blake3:" + "0" * 64)
+
+
+def test_a_cause_that_comes_straight_back_after_resuming_is_one_standing_problem_not_a_flap(env: Env) -> None:
+    from draftsync.archive import Archive
+    from draftsync.catalog import Catalog
+    from draftsync.config import load
+    from draftsync.daemon import CONFIRM_AFTER, Pipeline, relapse_wait
+    from draftsync.problems import Change, Problems
+
+    s, _ = load(str(env.config))
+    cat = Catalog(s.catalog_path)
+    problems = Problems(cat)
+    heard: list[str] = []
+    problems.subscribe(lambda c: heard.append(f"{c.action} {c.problem.kind}") if isinstance(c, Change) else None)
+    pl = Pipeline(s, cat, Archive(s.archive.root, s.archive.layout), problems=problems)
+    pl.ingestor = Writes()  # type: ignore[assignment]
+    src = str(env.inbox / "big.mp4")
+
+    pl.handle(src, lambda p: None)
+    assert pl.pause is not None and heard == ["raised archive_full"]
+    for relapses in (1, 2, 3):
+        pl.resume_not_before = 0.0  # as if the (growing) wait had passed
+        assert pl.try_resume()  # the disk shows free space...
+        pl.handle(src, lambda p: None)  # ...but the write fails again
+        assert pl.pause is not None and pl._relapses == relapses
+        assert not pl.try_resume()  # and resuming waits longer each time
+        assert pl.resume_not_before - time.monotonic() == pytest.approx(relapse_wait(relapses), abs=5)
+    assert heard == ["raised archive_full"]  # never cleared and raised again, never flapping in status
+    assert "archive_full" in problems.active_keys()
+
+    pl.resume_not_before = 0.0
+    assert pl.try_resume()
+    pl.ingestor.ok = True  # type: ignore[attr-defined]
+    pl.handle(src, lambda p: None)  # a file archived confirms the resume
+    assert heard == ["raised archive_full", "cleared archive_full"] and pl._relapses == 0
+
+    pl.ingestor.ok = False  # type: ignore[attr-defined]
+    pl.handle(src, lambda p: None)
+    pl.resume_not_before = 0.0
+    assert pl.try_resume()
+    pl.confirm(now=time.monotonic() + CONFIRM_AFTER - 5)
+    assert heard[-1] == "raised archive_full"  # not yet: it may still come back
+    pl.confirm(now=time.monotonic() + CONFIRM_AFTER + 1)
+    assert heard[-1] == "cleared archive_full"  # it stayed away
