@@ -690,17 +690,16 @@ def local_tz() -> tzinfo:
 
 def find_config(explicit: str | None) -> Path | None:
     """The config file in force: --config, $DRAFTSYNC_CONFIG, ./draftsync.toml, then XDG."""
-    if explicit:
-        p = _expand(Path(explicit))
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist (given with --config)")
-        return p
-    env = os.environ.get("DRAFTSYNC_CONFIG")
-    if env:
-        p = _expand(Path(env))
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist (given in $DRAFTSYNC_CONFIG)")
-        return p
+    for given, how in (
+        (explicit, "given with --config"),
+        (os.environ.get("DRAFTSYNC_CONFIG"), "given in $DRAFTSYNC_CONFIG"),
+    ):
+        if given:
+            p = _expand(Path(given))
+            if not p.is_file():
+                what = "is a folder, not a file" if p.is_dir() else "does not exist"
+                raise ConfigError(f"config file {p} {what} ({how})")
+            return p
     local = Path("draftsync.toml")
     if local.is_file():
         return local.resolve()

@@ -191,6 +191,11 @@ class Pipeline:
             self.on_archived(out)
         return out
 
+    def counts_now(self) -> dict[str, int]:
+        """A copy of the counts, taken while no worker is changing them."""
+        with self._lock:
+            return dict(self.counts)
+
     def count(self, key: str, n: int) -> None:
         with self._lock:
             self.counts[key] = self.counts.get(key, 0) + n
@@ -741,7 +746,7 @@ class Daemon:
                     "settling": len(self.settler), "queued": self.work.qsize(), "in_flight": len(self.in_flight),
                     "paused_archive_full": p is not None and p.kind == "archive_full",
                     "paused": {"kind": p.kind, "message": p.message} if p else None,
-                    "counts": self.pipeline.counts, "dead_loops": dead, "held": held[:HELD_SHOWN],
+                    "counts": self.pipeline.counts_now(), "dead_loops": dead, "held": held[:HELD_SHOWN],
                     "held_count": len(held), "next_runs": self._next_runs(), "timezone": str(self.settings.archive.tz()),
                 }),
             )  # fmt: skip

@@ -44,6 +44,11 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert find_config(str(tmp_path / "explicit.toml")) == tmp_path / "explicit.toml"
     with pytest.raises(ConfigError, match="does not exist"):
         find_config(str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        find_config(str(tmp_path))
+    monkeypatch.setenv("DRAFTSYNC_CONFIG", str(tmp_path / "gone.toml"))
+    with pytest.raises(ConfigError, match=r"does not exist \(given in \$DRAFTSYNC_CONFIG\)"):
+        find_config(None)
 
 
 def test_env_overrides_the_file(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
