@@ -220,6 +220,14 @@ def test_sigterm_during_a_copy_leaves_no_partial_file(
             f.write(os.urandom(8 * 1024 * 1024))
     shutil.copy(big, env.inbox / "huge.mp4")
     wait_for(lambda: env.temps(), 30, interval=0.01, what="the copy to start")
+    # Freeze the daemon mid-copy so that the SIGTERM lands during it however busy the machine is.
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        mid_copy = bool(env.temps())
+        d.proc.send_signal(signal.SIGTERM)
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    assert mid_copy, "the copy finished before the daemon could be stopped in the middle of it"
     assert d.stop(signal.SIGTERM) == 0
     assert env.temps() == [] and env.archived_videos() == []
 
