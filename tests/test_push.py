@@ -27,6 +27,7 @@ from draftsync.config import Settings, load
 from draftsync.errors import AuthError
 from draftsync.ingest import Ingestor
 from draftsync.problems import Problems
+from draftsync.push import machine
 from draftsync.push.auth import TokenStore, authorize_request, challenge_for, new_verifier, parse_redirect
 from draftsync.push.budget import Limits
 from draftsync.push.postforme import draft_payload
@@ -621,17 +622,35 @@ def test_selection_rules_filter_by_label_and_orientation(env: Env, fake: FakeSer
     assert cat.push_rows() == []
 
 
-def test_an_unknown_publish_id_on_status_restarts_the_item(env: Env, fake: FakeServer, clock: FakeClock) -> None:
+def test_an_unknown_publish_id_on_status_restarts_the_item_once_it_stays_unknown(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
     s = push_env(env, fake)
     give_token(s, fake)
     archive_videos(s, env, 1)
-    fake.state.faults.append(Fault("/v2/post/publish/status/fetch/", 1, status=400,
-                                   body=init_body("invalid_publish_id", "L9")))  # fmt: skip
+    fake.state.faults += [Fault("/v2/post/publish/status/fetch/", 1, status=400,
+                                body=init_body("invalid_publish_id", "L9")) for _ in range(500)]  # fmt: skip
     p, cat = pusher(s, clock)
+    start = clock.now()
     report = p.window()
     (row,) = cat.push_rows()
     assert report.deferred == [row["hash"]] and "invalid_publish_id" in (row["reason"] or "")
     assert row["state"] == "queued" and row["remote_id"] is None
+    assert clock.now().wall - start.wall > machine.LOOKUP_GRACE  # given up only after the grace
+
+
+def test_a_publish_id_tiktok_does_not_know_yet_is_waited_for_not_sent_again(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    """Right after the upload TikTok's records may lag: a new init then would be a second draft."""
+    s = push_env(env, fake)
+    give_token(s, fake)
+    archive_videos(s, env, 1)
+    fake.state.faults += [Fault("/v2/post/publish/status/fetch/", 1, status=400,
+                                body=init_body("invalid_publish_id", "L9")) for _ in range(2)]  # fmt: skip
+    p, cat = pusher(s, clock)
+    p.window()
+    assert list(states(cat).values()) == ["in_inbox"] and len(init_requests(fake)) == 1
 
 
 def test_a_wrong_client_secret_is_reported_without_the_secret(env: Env, fake: FakeServer) -> None:

@@ -334,3 +334,21 @@ def test_a_push_window_that_raised_pings_fail() -> None:
 
     result = svc._run(window)
     assert not result.ok and "catalog locked" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("into_processing", "want"),
+    [(60.0, "processing"), (machine.LOOKUP_GRACE - 1, "processing"), (machine.LOOKUP_GRACE + 1, "queued")],
+)
+def test_an_id_the_service_does_not_know_yet_is_believed_gone_only_after_the_grace(
+    into_processing: float, want: str
+) -> None:
+    """Every byte is out, so the share may still finish: a "no such id" right after the create (records
+    that lag) must not start a second attempt; well into processing it means the share is gone."""
+    it = item_in("processing")
+    gone = Dead("Post for Me does not know post pid-1", "post_absent", unknown_id=True)
+    after = step(it, gone, it.since.later(into_processing))
+    assert after.state.value == want
+    if want == "processing":
+        assert after.remote_id == it.remote_id and "checked again before anything is sent" in after.reason
+    assert step(it, Dead("the share failed", "upload_dead"), it.since.later(60)).state is State.QUEUED

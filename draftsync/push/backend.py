@@ -120,7 +120,7 @@ def tiktok_status_outcome(code: str, text: str, log_id: str, data: dict[str, obj
     """What a status answer means (spec A.4); `size` is the file's, to tell whether every byte arrived."""
     if code != "ok":
         if code in ("invalid_publish_id", "token_not_authorized_for_specified_publish_id"):
-            return Dead(text, code, log_id=log_id)
+            return Dead(text, code, log_id=log_id, unknown_id=code == "invalid_publish_id")
         if code == "rate_limit_exceeded":
             return Deferred(text, 60.0, code, log_id)
         if code in ("access_token_invalid", "scope_not_authorized", "scope_permission_missed"):
@@ -353,7 +353,7 @@ class PostForMeBackend:
         except DraftsyncError as e:
             return _no_answer(e)
         if a.status == 404:
-            return Dead(f"Post for Me no longer knows post {job.remote_id}", "post_absent")
+            return Dead(f"Post for Me does not know post {job.remote_id}", "post_absent", unknown_id=True)
         if not a.ok:
             return _pfm_refusal(a, False) if a.status in (401, 429) else Unknown(a.text(), f"http_{a.status}")
         return Pending()

@@ -5,6 +5,7 @@
      │  └────────────────┤ Deferred, NeedsReauth: the create was refused.  Unknown: stays, looked up next
      └───────────────────┴──────────────────────┴──────────────────────┘ Dead: known dead, try again later
     starting + Dead(absent): the lost create is not found; believed only 10 min after it (else it stays)
+    processing + Dead(unknown_id): the service does not know the id; believed only 10 min into processing
     uploading + Pending: resume from the byte the service has, while the URL lives (else as Dead)
     processing + Pending: wait; after an hour it is stuck ► failed
     no answer at all (Unknown, Deferred) for 3 h while an answer is awaited ► failed (`unanswered`), loudly;
@@ -130,6 +131,7 @@ class Dead:
     after: float = 0.0
     log_id: str = ""
     absent: bool = False
+    unknown_id: bool = False  # the service says it does not know the remote id (it may just not know it yet)
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,11 @@ def step(item: Item, o: Outcome, now: Instant) -> Item:
     if isinstance(o, Dead):
         if s is State.STARTING and o.absent and elapsed(item.since, now) < LOOKUP_GRACE:
             return _note(item, "the lost create is not found yet; it is looked up again before anything is sent")
+        if s is State.PROCESSING and o.unknown_id and elapsed(item.since, now) < LOOKUP_GRACE:
+            # Every byte went out, so the share may still finish: an id the service does not know yet (its
+            # records lag the create) is believed gone only after the grace; a new attempt could be a second draft.
+            return _note(item, f"the service does not know {item.remote_id} yet; it is checked again before "
+                         "anything is sent", o.code)  # fmt: skip
         return _again(item, o, now)
     if isinstance(o, Deferred):
         if s is State.STARTING:  # the service refused the create: nothing exists
