@@ -30,6 +30,7 @@ from draftsync.archive import Archive
 from draftsync.audioprint import match_audio
 from draftsync.bandindex import BandIndex
 from draftsync.catalog import Catalog, VideoRecord
+from draftsync.errors import ArchiveFull, ArchiveMissing, StateFull
 from draftsync.perceptual import VERSION, Signature, compute, looks_like_tiktok_export, match_video
 
 if TYPE_CHECKING:
@@ -343,6 +344,7 @@ class Signer:
         self._high = 0
         self._next_check = 0.0
         self._stopping = False
+        self._waiting_for = ""  # the disk condition signing last waited for, logged once
         self.loop: Loop | None = None
 
     def start(self, rt: Runtime) -> None:
@@ -378,7 +380,18 @@ class Signer:
         if h is not None:
             v = nd.catalog.video(h)
             if v is not None and not nd.catalog.is_signed(v.hash, VERSION):
-                nd.sign(v)
+                try:
+                    nd.sign(v)
+                except (StateFull, ArchiveFull, ArchiveMissing) as e:
+                    # A disk that is full or gone: ingest pauses and reports it; this video is signed once
+                    # the disk is back, not dropped (the periodic check only sees videos archived later).
+                    self._queue.put(h)
+                    if str(e) != self._waiting_for:
+                        self._waiting_for = str(e)
+                        _log.info("signing waits for the disk", hash=h, reason=str(e))
+                    time.sleep(min(wait, 2.0))
+                    return 0
+                self._waiting_for = ""
                 signed = 1
         if self.clock() >= self._next_check:
             self._next_check = self.clock() + self.recheck

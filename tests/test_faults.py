@@ -551,7 +551,7 @@ def test_a_full_archive_disk_an_archive_out_of_inodes_and_a_full_state_disk_paus
     assert len(d.logged("archive full")) == 2  # once per pause, not every few seconds
 
     ballast = sdisk / "ballast"
-    with open(ballast, "wb") as f:
+    with open(ballast, "wb", buffering=0) as f:  # unbuffered: nothing left over to fail again at close
         try:
             while True:
                 f.write(b"\0" * 65536)
