@@ -258,6 +258,38 @@ def test_the_signer_signs_what_is_archived_and_idles_without_queries(env: Env, m
     catalog.close()
 
 
+def test_a_video_the_signer_could_not_store_for_a_full_disk_is_signed_once_the_disk_is_back(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from draftsync.errors import StateFull
+
+    (src,) = lookalikes(env, 1)
+    assert env.cli("scan", "--no-compare").returncode == 0
+    s, _ = load(str(env.config))
+    catalog = Catalog(s.catalog_path)
+    nd = NearDups(catalog, Archive(s.archive.root, s.archive.layout))
+    signer = Signer(nd, recheck=1e9, clock=lambda: 0.0)
+    signer._caught_up = True  # only what the archived hook brings
+    v = catalog.video(b3(src))
+    assert v is not None
+    real_sign = nd.sign
+    full = [True]
+
+    def sign(video: Any) -> None:
+        if full[0]:
+            raise StateFull("the state disk is full: the catalog cannot be written")
+        real_sign(video)
+
+    monkeypatch.setattr(nd, "sign", sign)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    signer.archived(v)
+    assert signer.step(wait=0) == 0 and signer.pending() == 1  # kept, not dropped
+    assert signer.step(wait=0) == 0 and signer.pending() == 1
+    full[0] = False
+    assert signer.step(wait=0) == 1 and catalog.is_signed(v.hash, VERSION) and signer.pending() == 0
+    catalog.close()
+
+
 # --- end to end: scan, dupes, push, reindex -----------------------------------------------------------
 
 
