@@ -293,6 +293,8 @@ def test_every_service_stays_off_a_missing_archive_is_loud_and_resumes_by_itself
     assert allon.get("/healthz")[0] == 200
     assert {allon.get(f"/thumbs/{h.removeprefix('blake3:')}")[0] for h in every} == {200}
     wait_for(lambda: "archive missing resolved" in allon.messages(), 30, 0.2, "the resolved notification")
+    titles = [m.get("title", "") for m in allon.receiver.messages()]
+    assert sum(t.endswith("archive missing") for t in titles) == 1, titles  # told once, not at every retry
     assert d.stop() == 0
     no_traceback(d)
 
