@@ -227,6 +227,16 @@ class ArchiveLock:
             self.fd = None
 
 
+def archive_present(root: Path) -> bool:
+    """Whether the marked archive is there: an unmounted disk leaves an empty (or missing) mount point. A
+    service that finds a file missing asks this before calling it lost (the disk may just be away), and
+    writes metadata only while it holds (else it would land on the wrong disk)."""
+    try:
+        return (root / MARKER_NAME).is_file()
+    except OSError:
+        return False
+
+
 class ArchiveGuard:
     """Asks `decide`, does what it says (create, mark, adopt), and remembers whether writing is allowed.
 

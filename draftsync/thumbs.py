@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from draftsync import log
 from draftsync.atomic import write_atomic
 from draftsync.errors import DraftsyncError
+from draftsync.marker import archive_present
 
 if TYPE_CHECKING:
     from draftsync.archive import Archive
@@ -154,17 +155,6 @@ def looks_whole(data: bytes, suffix: str) -> bool:
 def _whole_file(path: Path) -> bool:
     try:
         return looks_whole(path.read_bytes(), path.suffix)
-    except OSError:
-        return False
-
-
-def archive_present(root: Path) -> bool:
-    """Only a marked archive is written to: an unmounted disk leaves an empty (or missing) mount point,
-    and metadata written there would be on the wrong disk."""
-    from draftsync.marker import MARKER_NAME
-
-    try:
-        return (root / MARKER_NAME).is_file()
     except OSError:
         return False
 

@@ -291,6 +291,25 @@ def test_offsite_sync_copies_at_once_what_waits_out_a_backoff_and_says_why_when_
     assert len(off.objects()) == 2 and "last error" not in status(env)["offsite"]["summary"]
 
 
+def test_a_backlog_video_whose_archive_disk_is_away_waits_instead_of_failing(off: Off) -> None:
+    env = off.env
+    make_video(env.inbox / "VID_1.mp4", seed=76)
+    scan(env)
+    off.configure()
+    away = env.base / "unplugged"
+    env.archive.rename(away)  # the disk is unplugged: its mount point is empty
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 1 and "1 left to copy" in out, out + err
+    ((row),) = rows(env).values()
+    assert row["state"] == "pending" and "not available" in row["reason"]
+    assert not [p for p in status(env)["problems"] if "offsite" in json.dumps(p)] and off.objects() == []
+    assert not env.archive.exists()
+    away.rename(env.archive)
+    code, out, err = run(env, "offsite", "sync")
+    assert code == 0 and "1 copied" in out, out + err
+    assert len(off.objects()) == 2
+
+
 # --- crash in the middle of a multipart upload ------------------------------------------------------
 
 

@@ -332,6 +332,25 @@ def test_a_window_puts_videos_in_the_inbox_exactly_once(env: Env, fake: FakeServ
     assert stat.S_IMODE(s.catalog_path.stat().st_mode) == 0o600
 
 
+def test_a_window_while_the_archive_disk_is_away_fails_nothing_and_sends_once_it_is_back(
+    env: Env, fake: FakeServer, clock: FakeClock
+) -> None:
+    s = push_env(env, fake)
+    give_token(s, fake)
+    vids = archive_videos(s, env, 2)
+    p, cat = pusher(s, clock)
+    away = env.base / "unplugged"
+    env.archive.rename(away)  # the disk is unplugged: its mount point is empty
+    report = p.window()
+    assert "archive is not available" in report.waiting and report.retry_after
+    assert fake.state.inits == [] and not [k for k in Problems(cat).active_keys() if k.startswith("push_failed")]
+    assert not env.archive.exists()  # nothing was made where the disk was
+    away.rename(env.archive)
+    p.window()
+    assert set(states(cat).values()) == {"in_inbox"}
+    assert sorted(t.digest for t in fake.state.completed_drafts()) == sorted(b3(v) for v in vids)
+
+
 def test_non_conforming_videos_are_skipped_with_the_reason(env: Env, fake: FakeServer, clock: FakeClock) -> None:
     s = push_env(env, fake)
     give_token(s, fake)

@@ -28,6 +28,7 @@ import blake3
 
 from draftsync import log
 from draftsync.archive import sidecar_path
+from draftsync.marker import archive_present
 from draftsync.offsite.plan import (
     Kind,
     Outcome,
@@ -327,6 +328,9 @@ class Uploader:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except FileNotFoundError:
+                if not archive_present(self.archive.root):
+                    # The disk is away, not the file: it waits (the daemon reports archive_missing).
+                    return Outcome.TRANSIENT, f"the archive {self.archive.root} is not available; {rel} waits", None
                 return Outcome.LOCAL_MISSING, f"{rel} is missing from the archive (see `draftsync verify`)", None
             try:
                 if os.fstat(fd).st_size != row["size"]:

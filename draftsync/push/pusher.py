@@ -20,6 +20,7 @@ from draftsync import log, schedule
 from draftsync.catalog import Catalog
 from draftsync.config import Settings
 from draftsync.lock import StateLock
+from draftsync.marker import ArchiveGuard
 from draftsync.problems import Problems
 from draftsync.push import machine
 from draftsync.push.backend import Backend, Job, make_backend
@@ -64,6 +65,7 @@ _log = log.get("draftsync.push")
 Progress = Callable[[str, str, str], None]  # (hash, state or "bytes", message)
 LEDGER_KEEP = 8 * 86400.0
 MAX_PASSES = 5  # passes over the queue in one window (each must start something)
+ARCHIVE_AWAY_RETRY = 120.0  # seconds until another window while the archive disk is away
 
 
 @dataclass
@@ -242,6 +244,13 @@ class Pusher:
             self.lock.release()
 
     def _window(self, report: WindowReport, new_items: bool, poll_for: float) -> None:
+        away = self._archive_away()
+        if away:
+            # An unplugged archive disk is a passing obstacle, not a fault of each video: nothing is failed or
+            # selected while it is away (the archive_missing problem is the daemon's to report).
+            report.waiting, report.retry_after = f"the archive is not available: {away}", ARCHIVE_AWAY_RETRY
+            _log.warning("push window postponed", reason=report.waiting, retry_in_seconds=ARCHIVE_AWAY_RETRY)
+            return
         if new_items:
             self.select()
         if self.backend is None:  # dry-run: plan and log, send nothing
@@ -368,6 +377,11 @@ class Pusher:
             if not self._wait(slot.wait):
                 return False
         return False
+
+    def _archive_away(self) -> str:
+        """Why the archive cannot be read now (its disk not mounted, not draftsync's), else "". Read-only."""
+        v = ArchiveGuard(self.settings.archive.root, self.catalog, may_create=False).verdict()
+        return v.message if v.action == "pause" else ""
 
     def _file_problem(self, item: Item) -> str:
         v = self.catalog.video(item.hash)
