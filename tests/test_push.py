@@ -332,6 +332,34 @@ def test_a_window_puts_videos_in_the_inbox_exactly_once(env: Env, fake: FakeServ
     assert stat.S_IMODE(s.catalog_path.stat().st_mode) == 0o600
 
 
+def test_an_archive_disk_that_goes_away_during_a_window_fails_none_of_the_videos_left(
+    env: Env, fake: FakeServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = push_env(env, fake)
+    give_token(s, fake)
+    vids = archive_videos(s, env, 3)
+    p, cat = pusher(s, clock)
+    away = env.base / "unplugged"
+    real_begin = Pusher._begin
+
+    def begin_then_unplug(self: Pusher, item: Any) -> None:
+        real_begin(self, item)
+        if not away.exists():
+            env.archive.rename(away)  # unplugged right after the first video went out
+
+    monkeypatch.setattr(Pusher, "_begin", begin_then_unplug)
+    report = p.window()
+    assert "archive is not available" in report.waiting and report.retry_after
+    assert len(fake.state.inits) == 1 and "failed" not in states(cat).values()
+    assert not [k for k in Problems(cat).active_keys() if k.startswith("push_failed")]
+    away.rename(env.archive)
+    monkeypatch.setattr(Pusher, "_begin", real_begin)
+    clock.advance(60)
+    p.window()
+    assert set(states(cat).values()) == {"in_inbox"}
+    assert sorted(t.digest for t in fake.state.completed_drafts()) == sorted(b3(v) for v in vids)
+
+
 def test_a_window_while_the_archive_disk_is_away_fails_nothing_and_sends_once_it_is_back(
     env: Env, fake: FakeServer, clock: FakeClock
 ) -> None:

@@ -358,6 +358,11 @@ class Pusher:
                 break
             problem = self._file_problem(item)
             if problem:
+                away = self._archive_away()
+                if away:  # the disk went away during the window: a passing obstacle, not this video's fault
+                    self._no_more = self._report.waiting = f"the archive is not available: {away}"
+                    self._report.retry_after = ARCHIVE_AWAY_RETRY
+                    break
                 self._apply(item, Rejected(problem, "archive"))
                 continue
             started += 1
