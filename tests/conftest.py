@@ -253,5 +253,11 @@ def daemon(env: Env) -> Iterator[Callable[..., DaemonProc]]:
             d.proc.wait(10)
 
 
+# Root that obeys file permissions: a child without the capabilities that let root read, search or chmod what
+# is not open to it. The files stay root's, so the test's own venv (wherever CI cloned it) stays readable,
+# which is not so for `nobody`.
+BOUND_BY_PERMISSIONS = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
+
+
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None

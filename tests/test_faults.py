@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.conftest import DaemonProc, Env, b3, make_video, wait_for
+from tests.conftest import BOUND_BY_PERMISSIONS, DaemonProc, Env, b3, make_video, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -419,23 +419,20 @@ def test_lost_events_a_remounted_share_and_a_deep_tree_never_leave_a_root_deaf(
 
 
 def test_an_unreadable_subfolder_makes_its_root_degraded_until_it_can_be_read(tmp_path: Path) -> None:
-    # Permissions mean nothing to root: the daemon runs as `nobody` in a folder it owns.
-    base = Path(tempfile.mkdtemp(prefix="draftsync-nobody-"))
+    # Permissions mean nothing to root: the daemon runs as root without the powers to ignore them.
+    base = Path(tempfile.mkdtemp(prefix="draftsync-bound-"))
     try:
-        os.chmod(base, 0o755)
         env = Env(base, base / "inbox", base / "archive", base / "state", base / "draftsync.toml")
         (env.inbox / "private").mkdir(parents=True)
         hidden = make_video(env.inbox / "private" / "hidden.mp4", seed=360)
         env.write_config(watch={"rescan_minutes": 0.05})
         locked = make_video(env.inbox / "locked.mp4", seed=361)
-        for p in [base, *base.rglob("*")]:
-            os.chown(p, 65534, 65534)
         os.chmod(env.inbox / "private", 0o000)
-        os.chown(locked, 0, 0)
-        os.chmod(locked, 0o600)  # a file the daemon may not read
-        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-        if subprocess.run([*prefix, sys.executable, "-c", "import draftsync"], capture_output=True).returncode:
-            pytest.skip("cannot run the daemon as an unprivileged user here")
+        os.chmod(locked, 0o000)  # a file the daemon may not read
+        prefix = BOUND_BY_PERMISSIONS
+        probe = f"open({str(locked)!r}).close()"
+        if subprocess.run([*prefix, sys.executable, "-c", probe], capture_output=True).returncode == 0:
+            pytest.skip("cannot run the daemon bound by file permissions here (needs root)")
         d = DaemonProc(env, prefix=prefix)
         try:
             wait_for(lambda: root_health(env) == "degraded", 20, what="the root shown degraded")
