@@ -28,7 +28,7 @@ from tests.conftest import DaemonProc, Env, b3, make_video
 from tests.fakeapi import FakeServer, tiktok_config
 from tests.receiver import Receiver, start_receiver
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Server, session_server
-from tests.test_faults import umount
+from tests.test_faults import mounts  # noqa: F401 (the fixture, for the all-on tests)
 from tests.test_offsite import Proxy
 from tests.test_push import give_token
 
@@ -65,14 +65,6 @@ def receiver() -> Iterator[Receiver]:
     r = start_receiver()
     yield r
     r.close()
-
-
-@pytest.fixture
-def mounts() -> Iterator[list[Path]]:
-    points: list[Path] = []
-    yield points
-    for p in reversed(points):
-        umount(p)
 
 
 def api_down(f: FakeServer) -> None:
